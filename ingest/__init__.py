@@ -1,0 +1,1 @@
+"""Community data lake ingest package."""

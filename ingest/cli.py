@@ -1,0 +1,174 @@
+"""``ingest`` command line: everything a DAG task does, runnable from a shell without Airflow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from ingest.settings import Settings, load_settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Community data lake: ingest sources, build the warehouse, check quality.",
+)
+
+LakeOption = Annotated[
+    str | None, typer.Option("--lake", help="Lake URL (directory or s3://bucket/prefix); default: LAKE_URL")
+]
+
+
+def _settings(lake: str | None) -> Settings:
+    settings = load_settings()
+    return settings.with_lake(lake) if lake else settings
+
+
+def _when(text: str | None, name: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an ISO 8601 datetime", param_hint=name) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def sources() -> None:
+    """List the source registry: each source, its standard and datasets."""
+    from ingest.contracts import load_registry
+
+    for src in load_registry().sources:
+        typer.echo(f"{src.name}: {src.title}\n  standard: {src.standard}\n  owner: {src.owner}")
+        for ds in src.datasets:
+            typer.echo(f"  - {ds.name} ({ds.disposition}, key {', '.join(ds.primary_key) or '-'})")
+
+
+@app.command()
+def run(
+    source: Annotated[str, typer.Argument(help="source name from the registry, e.g. open311")],
+    base_url: Annotated[str | None, typer.Option(help="override the source's base URL")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="start of the window (ISO 8601); default: saved cursor")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="end of the window (ISO 8601); default: now")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="only these datasets")] = None,
+    run_id: Annotated[str | None, typer.Option(help="run id recorded with the data")] = None,
+    lake: LakeOption = None,
+) -> None:
+    """Load one source into the lake (incremental from its saved cursor)."""
+    from ingest.pipeline import run_source
+
+    reports = run_source(
+        source,
+        since=_when(since, "--since"),
+        until=_when(until, "--until") or datetime.now(UTC),
+        base_url=base_url,
+        datasets=dataset,
+        run_id=run_id,
+        settings=_settings(lake),
+    )
+    for report in reports:
+        typer.echo(report.summary())
+
+
+@app.command()
+def status(lake: LakeOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Per dataset: rows, cursor, last successful run, quarantine, freshness against the SLA."""
+    from dataclasses import asdict
+
+    from ingest.status import HEADERS, collect
+
+    rows = collect(_settings(lake))
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        return
+    table = [HEADERS, *[r.as_row() for r in rows]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(HEADERS))]
+    for row in table:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+@app.command()
+def build(lake: LakeOption = None, select: Annotated[str | None, typer.Option()] = None) -> None:
+    """dbt build the warehouse from the lake and publish it atomically."""
+    from ingest.warehouse import build as dbt_build
+
+    typer.echo(dbt_build(_settings(lake), select=select).line())
+
+
+@app.command()
+def check(
+    suite: Annotated[list[str] | None, typer.Argument(help="suite names; default: all")] = None,
+    lake: LakeOption = None,
+) -> None:
+    """Run Great Expectations suites; exit 1 if a blocking expectation fails."""
+    from ingest.quality import QualityGateFailed, load_suites, run_suite
+
+    names = suite or [s.suite for s in load_suites()]
+    failed = False
+    for name in names:
+        try:
+            typer.echo(run_suite(name, _settings(lake)).summary())
+        except QualityGateFailed as exc:
+            typer.echo(str(exc), err=True)
+            failed = True
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def setup() -> None:
+    """Install the bundled DuckDB extensions (offline) and create the local data folders."""
+    from ingest.duck import install_extensions
+
+    settings = load_settings()
+    done = install_extensions()
+    typer.echo(f"duckdb extensions installed: {', '.join(done) or 'already present'}")
+    for key, value in settings.describe().items():
+        typer.echo(f"{key:12} {value}")
+
+
+@app.command()
+def simulator(
+    residents: Annotated[int, typer.Option(help="district size")] = 1000,
+    seed: Annotated[int, typer.Option()] = 42,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8765,
+) -> None:
+    """Serve the synthetic demo district's source systems on loopback (Ctrl-C stops it)."""
+    from ingest.simulator.server import serve
+
+    serve(residents=residents, seed=seed, host=host, port=port)
+
+
+@app.command()
+def demo(
+    residents: Annotated[int, typer.Option(help="district size")] = 2000,
+    seed: Annotated[int, typer.Option()] = 42,
+) -> None:
+    """The whole pipeline through Airflow on the demo district, then a summary (``make run``)."""
+    from ingest.demo import run_demo
+
+    raise typer.Exit(run_demo(residents=residents, seed=seed))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

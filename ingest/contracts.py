@@ -1,0 +1,178 @@
+"""Source registry and data contracts: one validated YAML file per source.
+
+A contract declares, per dataset, its columns (type, whether required, classification level),
+primary key, write disposition, incremental cursor and what to do when the source's schema
+changes. The registry is loaded from the package (``ingest/config/sources``), never from the
+working directory, so DAGs, CLI and tests all see the same thing.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ingest.settings import PACKAGE_DIR
+
+REGISTRY_DIR = PACKAGE_DIR / "config" / "sources"
+
+ColumnType = Literal["string", "long", "double", "boolean", "timestamptz", "date"]
+Classification = Literal["public", "internal", "sensitive", "core"]
+Disposition = Literal["append", "merge", "replace"]
+SchemaChangePolicy = Literal["evolve", "freeze", "discard_row"]
+
+_DURATION = re.compile(r"^P(?:(?P<days>\d+)D)?(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?)?$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """ISO 8601 durations of the simple kind used in contracts: ``P30D``, ``PT1H``, ``P1DT6H``."""
+    match = _DURATION.match(text)
+    if not match or text in {"P", "PT"}:
+        raise ValueError(f"{text!r} is not an ISO 8601 duration like P30D or PT1H")
+    parts = {k: int(v) for k, v in match.groupdict().items() if v}
+    return timedelta(**parts)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Column(_Strict):
+    name: str
+    type: ColumnType
+    required: bool = False
+    classification: Classification
+    description: str = ""
+    source_field: str | None = Field(
+        default=None, description="field name in the source record, if different"
+    )
+
+    @property
+    def field(self) -> str:
+        return self.source_field or self.name
+
+
+class Cursor(_Strict):
+    field: str = Field(description="contract column whose value moves forward as records change")
+    initial: str = Field(description="ISO 8601 instant to start from on the very first run")
+    lookback: str = Field(default="PT0S", description="re-read this much before the saved cursor")
+    window: str = Field(default="P30D", description="largest window asked of the source in one go")
+
+    @property
+    def lookback_delta(self) -> timedelta:
+        return parse_duration(self.lookback)
+
+    @property
+    def window_delta(self) -> timedelta:
+        return parse_duration(self.window)
+
+
+class Dataset(_Strict):
+    name: str
+    description: str
+    endpoint: str = Field(description="where the connector finds it (path, table, resource id)")
+    disposition: Disposition
+    primary_key: list[str]
+    cursor: Cursor | None = None
+    schema_change: SchemaChangePolicy = "evolve"
+    freshness_sla: str = Field(default="P1D", description="ISO 8601 duration the data may age")
+    columns: list[Column]
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> Dataset:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"dataset {self.name}: duplicate column names")
+        for key in self.primary_key:
+            if key not in names:
+                raise ValueError(f"dataset {self.name}: primary key {key!r} is not a declared column")
+        if self.cursor and self.cursor.field not in names:
+            raise ValueError(
+                f"dataset {self.name}: cursor field {self.cursor.field!r} is not a declared column"
+            )
+        if self.disposition == "merge" and not self.primary_key:
+            raise ValueError(f"dataset {self.name}: disposition 'merge' needs a primary_key")
+        return self
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+
+class Connection(_Strict):
+    url_env: str = Field(description="environment variable holding the base URL / DSN")
+    conn_id: str | None = Field(default=None, description="Airflow connection with the same information")
+    default_url: str | None = Field(default=None, description="used when neither is set (the simulator)")
+    secret_env: str | None = Field(default=None, description="environment variable holding an API key")
+
+
+class Source(_Strict):
+    name: str
+    title: str
+    domain: str
+    standard: str
+    connector: str
+    owner: str = Field(description="owning department")
+    steward: str = Field(description="data steward: who answers for quality")
+    responsible_party: str
+    purpose: str = Field(description="declared purpose of processing (PIPL art. 6)")
+    schedule: str = "@hourly"
+    connection: Connection
+    datasets: list[Dataset]
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+            raise ValueError(f"source name {value!r} must be a lowercase slug")
+        return value
+
+    def dataset(self, name: str) -> Dataset:
+        for ds in self.datasets:
+            if ds.name == name:
+                return ds
+        known = ", ".join(d.name for d in self.datasets)
+        raise KeyError(f"source {self.name} has no dataset {name!r} (known: {known})")
+
+
+def table_name(source: str, dataset: str) -> str:
+    """Iceberg table (in namespace ``raw``) holding one source dataset."""
+    return f"{source}__{dataset}"
+
+
+def asset_name(source: str, dataset: str) -> str:
+    """Airflow Asset name of a raw table."""
+    return f"raw.{source}.{dataset}"
+
+
+class Registry(_Strict):
+    sources: list[Source]
+
+    def source(self, name: str) -> Source:
+        for src in self.sources:
+            if src.name == name:
+                return src
+        known = ", ".join(s.name for s in self.sources)
+        raise KeyError(f"unknown source {name!r}; the registry knows: {known}")
+
+
+def load_source(path: Path) -> Source:
+    with path.open(encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)
+    try:
+        return Source.model_validate(data)
+    except ValueError as exc:
+        raise ValueError(f"invalid source contract {path.name}: {exc}") from exc
+
+
+@lru_cache(maxsize=4)
+def load_registry(directory: Path = REGISTRY_DIR) -> Registry:
+    sources = [load_source(p) for p in sorted(directory.glob("*.yml"))]
+    return Registry(sources=sources)

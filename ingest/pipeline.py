@@ -1,0 +1,316 @@
+"""The runner: the only place that wires a source, its contract, the lake and the audit trail.
+
+``run_source`` is what both the CLI (``ingest run``) and the Airflow task call. It never
+computes "now" for the window: the caller passes ``until`` (Airflow's data interval end, or the
+CLI's clock), so re-running a window is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest.conform import Conformer
+from ingest.contracts import Dataset, Source, load_registry, table_name
+from ingest.lake.storage import LakeStorage
+from ingest.lake.tables import (
+    META_FIELDS,
+    RAW_NAMESPACE,
+    StagedRun,
+    commit_run,
+    ensure_table,
+    open_catalog,
+    read_cursor,
+)
+from ingest.settings import Settings, load_settings
+from ingest.sources import SourceError, Window, connector_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetReport:
+    source: str
+    dataset: str
+    run_id: str
+    status: str = "running"
+    window_since: str | None = None
+    window_until: str | None = None
+    cursor_before: str | None = None
+    cursor_after: str | None = None
+    pages: int = 0
+    records_received: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_deleted: int = 0
+    rows_unchanged: int = 0
+    quarantined: int = 0
+    committed: bool = False
+    commit_attempts: int = 0
+    snapshot_id: int | None = None
+    started_at: str = ""
+    finished_at: str | None = None
+    duration_s: float = 0.0
+    fields: list[str] = field(default_factory=list)
+    purpose: str = ""
+    landing_prefix: str = ""
+    error: str | None = None
+
+    def summary(self) -> str:
+        return (
+            f"{self.source}.{self.dataset}: {self.status} — {self.records_received} received, "
+            f"{self.rows_inserted} new, {self.rows_updated} updated, {self.rows_unchanged} unchanged, "
+            f"{self.quarantined} quarantined; cursor {self.cursor_before} → {self.cursor_after}"
+        )
+
+
+def new_run_id(prefix: str = "manual") -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{prefix}__{stamp}__{uuid.uuid4().hex[:8]}"
+
+
+def safe_run_id(run_id: str) -> str:
+    """Run ids become path segments: keep them to a portable alphabet."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", run_id)
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def resolve_connection(source: Source, base_url: str | None = None) -> tuple[str, str | None]:
+    """Base URL and API key: explicit value, then environment, then Airflow connection, then default."""
+    conn = source.connection
+    url = base_url or os.environ.get(conn.url_env)
+    secret = os.environ.get(conn.secret_env) if conn.secret_env else None
+    if (url is None or secret is None) and conn.conn_id and os.environ.get("AIRFLOW_CTX_DAG_ID"):
+        try:
+            from airflow.sdk import Connection
+
+            airflow_conn = Connection.get(conn.conn_id)
+        except Exception:  # noqa: BLE001 - a missing connection just means "not configured"
+            airflow_conn = None
+        if airflow_conn is not None:
+            url = url or airflow_conn.get_uri().split("?")[0]
+            secret = secret or airflow_conn.password
+    url = url or conn.default_url
+    if not url:
+        raise SourceError(
+            f"{source.name}: no base URL: set {conn.url_env}, the Airflow connection {conn.conn_id}, "
+            "or pass --base-url"
+        )
+    return url, secret
+
+
+def _write_audit(storage: LakeStorage, report: DatasetReport) -> None:
+    stamp = (report.finished_at or report.started_at).replace(":", "").replace("-", "")[:15]
+    rel = f"audit/runs/{report.source}/{report.dataset}/{stamp}__{safe_run_id(report.run_id)}.json"
+    storage.write_json(rel, asdict(report))
+
+
+def run_dataset(
+    source: Source,
+    dataset: Dataset,
+    *,
+    until: datetime,
+    since: datetime | None = None,
+    base_url: str | None = None,
+    run_id: str | None = None,
+    settings: Settings | None = None,
+) -> DatasetReport:
+    settings = settings or load_settings()
+    run_id = run_id or new_run_id()
+    storage = LakeStorage(settings)
+    catalog = open_catalog(settings)
+    conformer = Conformer(source.name, dataset)
+    report = DatasetReport(
+        source=source.name,
+        dataset=dataset.name,
+        run_id=run_id,
+        started_at=_iso(datetime.now(UTC)),
+        purpose=source.purpose,
+    )
+    started = time.monotonic()
+    staging = Path(tempfile.mkdtemp(prefix=f"ingest-{source.name}-{dataset.name}-"))
+    connector = None
+    try:
+        table = ensure_table(catalog, settings, source.name, dataset.name, conformer.arrow_schema())
+        known = {c.name for c in dataset.columns} | {f.name for f in META_FIELDS}
+        for fld in table.schema().fields:
+            if fld.name not in known:
+                conformer.extra_columns[fld.name] = _iceberg_to_contract_type(fld)
+
+        window = None
+        if dataset.cursor:
+            report.cursor_before = read_cursor(table)
+            if since is None:
+                if report.cursor_before:
+                    since = datetime.fromisoformat(report.cursor_before) - dataset.cursor.lookback_delta
+                else:
+                    since = datetime.fromisoformat(dataset.cursor.initial)
+            window = Window(since=since, until=until)
+            report.window_since, report.window_until = _iso(since), _iso(until)
+            if since >= until:
+                log.info(
+                    "%s.%s: window is empty (cursor is ahead of %s): nothing to do", *_names(report), until
+                )
+                report.status = "success"
+                report.cursor_after = report.cursor_before
+                return report
+
+        url, secret = resolve_connection(source, base_url)
+        connector = connector_for(source.connector)(url, api_key=secret)
+        load_date = until.astimezone(UTC).date().isoformat()
+        report.landing_prefix = (
+            f"landing/{source.name}/{dataset.name}/load_date={load_date}/{safe_run_id(run_id)}"
+        )
+        staged = StagedRun(directory=staging)
+        quarantine_file = staging / "quarantine.jsonl"
+        loaded_at = datetime.now(UTC)
+        # The cursor moves to the newest value actually received (never past the window end), not
+        # to our own clock: a source whose clock lags ours must not lose the rows in between.
+        max_seen: datetime | None = None
+        with quarantine_file.open("w", encoding="utf-8") as qfh:
+            for page in connector.extract(dataset, window):
+                report.pages += 1
+                landing_rel = f"{report.landing_prefix}/{report.pages:06d}.{page.extension}"
+                storage.write_bytes(landing_rel, page.payload)
+                report.records_received += len(page.records)
+                batch = conformer.conform(page.records)
+                for rej in batch.rejected:
+                    qfh.write(
+                        json.dumps(
+                            {"reason": rej.reason, "landing_path": landing_rel, "record": rej.record},
+                            ensure_ascii=False,
+                            default=str,
+                        )
+                        + "\n"
+                    )
+                report.quarantined += len(batch.rejected)
+                n = batch.table.num_rows
+                table_with_meta = (
+                    batch.table.append_column(META_FIELDS[0], pa.array(batch.hashes, pa.string()))
+                    .append_column(META_FIELDS[1], pa.array([run_id] * n, pa.string()))
+                    .append_column(META_FIELDS[2], pa.array([loaded_at] * n, META_FIELDS[2].type))
+                    .append_column(META_FIELDS[3], pa.array([storage.uri(landing_rel)] * n, pa.string()))
+                )
+                staged.add(table_with_meta)
+                if dataset.cursor and n:
+                    page_max = pc.max(batch.table[dataset.cursor.field]).as_py()
+                    if page_max is not None and (max_seen is None or page_max > max_seen):
+                        max_seen = page_max
+        report.fields = [c.name for c in conformer.columns()]
+
+        if dataset.cursor:
+            report.cursor_after = _iso(min(max_seen, until)) if max_seen else report.cursor_before
+        result = commit_run(
+            catalog,
+            (RAW_NAMESPACE, table_name(source.name, dataset.name)),
+            staged,
+            disposition=dataset.disposition,
+            primary_key=dataset.primary_key,
+            order_by=dataset.cursor.field if dataset.cursor else None,
+            cursor=report.cursor_after,
+            run_id=run_id,
+            snapshot_properties={
+                "ingest.run-id": run_id,
+                "ingest.source": source.name,
+                "ingest.window": f"{report.window_since}..{report.window_until}",
+            },
+        )
+        report.rows_inserted = result.rows_inserted
+        report.rows_updated = result.rows_updated
+        report.rows_deleted = result.rows_deleted
+        report.rows_unchanged = result.rows_unchanged
+        report.committed = result.committed
+        report.commit_attempts = result.attempts
+        report.snapshot_id = result.snapshot_id
+        if report.quarantined:
+            storage.write_bytes(
+                f"quarantine/{source.name}/{dataset.name}/load_date={load_date}/{safe_run_id(run_id)}.jsonl",
+                quarantine_file.read_bytes(),
+            )
+            log.warning(
+                "%s.%s: %d record(s) quarantined (see quarantine/%s/%s/)",
+                source.name,
+                dataset.name,
+                report.quarantined,
+                source.name,
+                dataset.name,
+            )
+        if report.cursor_before and (
+            report.cursor_after is None or report.cursor_after < report.cursor_before
+        ):
+            report.cursor_after = report.cursor_before
+        report.status = "success"
+        return report
+    except Exception as exc:
+        report.status = "failed"
+        report.error = f"{type(exc).__name__}: {exc}"
+        report.cursor_after = report.cursor_before
+        raise
+    finally:
+        if connector is not None:
+            connector.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        report.finished_at = _iso(datetime.now(UTC))
+        report.duration_s = round(time.monotonic() - started, 3)
+        try:
+            _write_audit(storage, report)
+        except Exception:  # noqa: BLE001 - never mask the run's own error with an audit error
+            log.exception("%s.%s: could not write the run record", source.name, dataset.name)
+        log.info(report.summary())
+
+
+def _names(report: DatasetReport) -> tuple[str, str]:
+    return report.source, report.dataset
+
+
+def _iceberg_to_contract_type(fld: object) -> str:
+    text = str(getattr(fld, "field_type", "string")).lower()
+    for iceberg, contract in (
+        ("timestamptz", "timestamptz"),
+        ("long", "long"),
+        ("int", "long"),
+        ("double", "double"),
+        ("float", "double"),
+        ("boolean", "boolean"),
+        ("date", "date"),
+    ):
+        if text.startswith(iceberg):
+            return contract
+    return "string"
+
+
+def run_source(
+    source_name: str,
+    *,
+    until: datetime,
+    since: datetime | None = None,
+    base_url: str | None = None,
+    datasets: list[str] | None = None,
+    run_id: str | None = None,
+    settings: Settings | None = None,
+) -> list[DatasetReport]:
+    """Load every dataset (or the named ones) of one source for the window ending at ``until``."""
+    if until.tzinfo is None:
+        raise ValueError("until must be timezone-aware")
+    source = load_registry().source(source_name)
+    run_id = run_id or new_run_id()
+    selected = [source.dataset(n) for n in datasets] if datasets else source.datasets
+    return [
+        run_dataset(source, ds, until=until, since=since, base_url=base_url, run_id=run_id, settings=settings)
+        for ds in selected
+    ]
