@@ -15,6 +15,7 @@ from pathlib import Path
 from ingest.settings import PACKAGE_DIR
 
 CHECKOUT = PACKAGE_DIR.parent
+WAREHOUSE_POOL = "warehouse"
 
 
 def airflow_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -50,8 +51,6 @@ def airflow(
 
 def init_metadata(env: dict[str, str]) -> None:
     """Create/upgrade the metadata database and the pool the warehouse writer uses."""
-    from ingest.dagfactory import WAREHOUSE_POOL
-
     airflow("db", "migrate", env=env)
     airflow("pools", "set", WAREHOUSE_POOL, "1", "One warehouse writer at a time", env=env)
 

@@ -219,4 +219,11 @@ class Conformer:
             except ConformError as exc:
                 shown = raw if len(str(raw)) <= 40 else f"{str(raw)[:40]}…"
                 return {}, f"field '{col.field}' {exc}: {shown!r} (expected {col.type})"
+        for col in columns:
+            if col.not_before and row[col.name] is not None and row.get(col.not_before) is not None:
+                if row[col.name] < row[col.not_before]:
+                    return {}, (
+                        f"field '{col.field}' ({row[col.name].isoformat()}) is before "
+                        f"'{col.not_before}' ({row[col.not_before].isoformat()})"
+                    )
         return row, None

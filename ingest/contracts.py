@@ -51,6 +51,7 @@ class Column(_Strict):
     source_field: str | None = Field(
         default=None, description="field name in the source record, if different"
     )
+    not_before: str | None = Field(default=None, description="another column this value may not precede")
 
     @property
     def field(self) -> str:
@@ -91,6 +92,11 @@ class Dataset(_Strict):
         for key in self.primary_key:
             if key not in names:
                 raise ValueError(f"dataset {self.name}: primary key {key!r} is not a declared column")
+        for col in self.columns:
+            if col.not_before and col.not_before not in names:
+                raise ValueError(
+                    f"dataset {self.name}: {col.name}.not_before names unknown column {col.not_before!r}"
+                )
         if self.cursor and self.cursor.field not in names:
             raise ValueError(
                 f"dataset {self.name}: cursor field {self.cursor.field!r} is not a declared column"

@@ -13,10 +13,10 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetAny, dag, task
 
+from ingest.airflow_env import WAREHOUSE_POOL
 from ingest.contracts import Source, asset_name, load_registry
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
-WAREHOUSE_POOL = "warehouse"
 WAREHOUSE_ASSET = Asset("warehouse.marts")
 
 # Retries with exponential backoff. The delay is an operational knob (CDL_RETRY_DELAY_SECONDS):

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -30,6 +31,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.expressions import AlwaysTrue, And, EqualTo, In, Or
 from pyiceberg.table import Table
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ingest.settings import Settings
 
@@ -45,6 +47,7 @@ META_FIELDS = [
     pa.field("_landing_path", pa.string()),
 ]
 SEQ = "_seq"
+T = TypeVar("T")
 MAX_COMMIT_ATTEMPTS = 5
 
 
@@ -54,7 +57,18 @@ def open_catalog(settings: Settings) -> SqlCatalog:
     props: dict[str, str] = {"uri": settings.catalog_uri, "warehouse": _warehouse(settings)}
     if settings.s3:
         props.update(settings.s3.iceberg_properties())
-    return SqlCatalog("lake", **props)
+    return _losing_a_creation_race_is_fine(lambda: SqlCatalog("lake", **props))
+
+
+def _losing_a_creation_race_is_fine(create: Callable[[], T]) -> T:
+    """Two first runs at once both create the catalog's tables or a namespace: the loser of the
+    race gets a constraint error, tries once more and finds the thing there."""
+    try:
+        return create()
+    except (OperationalError, IntegrityError) as exc:
+        if "already exists" not in str(exc) and "UNIQUE constraint" not in str(exc):
+            raise
+        return create()
 
 
 def _warehouse(settings: Settings) -> str:
@@ -65,22 +79,33 @@ def table_location(settings: Settings, source: str, dataset: str) -> str:
     return f"{_warehouse(settings)}/raw/{source}/{dataset}"
 
 
+# pyiceberg >= 0.12 retries a conflicting commit by re-applying the same appends on top of the
+# other writer's snapshot. For us that would append rows the other writer may already have
+# added: a duplicate. Our own retry (commit_run) recomputes what to write against the new table
+# state instead, so the library's blind retry is switched off on every table we own.
+NO_LIBRARY_RETRY = {"commit.retry.num-retries": "0"}
+TABLE_PROPERTIES = {"format-version": "2", "write.parquet.compression-codec": "zstd", **NO_LIBRARY_RETRY}
+
+
 def ensure_table(
     catalog: SqlCatalog, settings: Settings, source: str, dataset: str, schema: pa.Schema
 ) -> Table:
     identifier = (RAW_NAMESPACE, f"{source}__{dataset}")
-    catalog.create_namespace_if_not_exists(RAW_NAMESPACE)
+    _losing_a_creation_race_is_fine(lambda: catalog.create_namespace_if_not_exists(RAW_NAMESPACE))
     try:
-        return catalog.load_table(identifier)
+        table = catalog.load_table(identifier)
     except NoSuchTableError:
-        full = pa.schema([*schema, *META_FIELDS])
         log.info("creating Iceberg table %s.%s", *identifier)
-        return catalog.create_table_if_not_exists(
+        table = catalog.create_table_if_not_exists(
             identifier,
-            schema=full,
+            schema=pa.schema([*schema, *META_FIELDS]),
             location=table_location(settings, source, dataset),
-            properties={"format-version": "2", "write.parquet.compression-codec": "zstd"},
+            properties=TABLE_PROPERTIES,
         )
+    if any(table.properties.get(k) != v for k, v in NO_LIBRARY_RETRY.items()):
+        with table.transaction() as tx:
+            tx.set_properties(NO_LIBRARY_RETRY)
+    return table
 
 
 def read_cursor(table: Table) -> str | None:
@@ -174,7 +199,7 @@ def _diff(
         key_list = ", ".join(f'c."{k}"' for k in keys)
         delete_keys = con.execute(
             f"select distinct {key_list} from changed c semi join existing e on {_on('c', 'e', keys)}"
-        ).fetch_arrow_table()
+        ).to_arrow_table()
     else:
         delete_keys = pa.table({})
     return con, "select * from changed", delete_keys, total - changed
@@ -256,7 +281,7 @@ def _commit_once(
                 with tx.update_schema() as update:
                     update.union_by_name(pa.schema(new_fields))
                 target = tx.table_metadata.schema().as_arrow()
-            if disposition == "replace" and to_write:
+            if disposition == "replace" and to_write and existing.num_rows:
                 tx.delete(AlwaysTrue(), snapshot_properties=snapshot_properties)
                 result.rows_deleted = existing.num_rows
             elif delete_keys.num_rows:
@@ -267,7 +292,7 @@ def _commit_once(
                     f'"{f.name}"' if f.name in incoming_schema.names else f'null::varchar as "{f.name}"'
                     for f in target
                 )
-                reader = con.execute(f"select {columns} from ({select_sql})").fetch_record_batch(50_000)
+                reader = con.execute(f"select {columns} from ({select_sql})").to_arrow_reader(50_000)
                 tx.append(reader.cast(target), snapshot_properties=snapshot_properties)
             if advance_cursor:
                 tx.set_properties({CURSOR_PROPERTY: cursor, CURSOR_RUN_PROPERTY: run_id})

@@ -80,6 +80,7 @@ class HttpClient:
         policy: RetryPolicy | None = None,
         headers: dict[str, str] | None = None,
         secret_params: dict[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.source = source
         self.policy = policy or RetryPolicy.from_env()
@@ -89,6 +90,7 @@ class HttpClient:
             timeout=self.policy.timeout,
             headers={"User-Agent": USER_AGENT, **(headers or {})},
             follow_redirects=True,
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -104,7 +106,9 @@ class HttpClient:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RetryableHTTPError) and exc.retry_after is not None:
             return min(exc.retry_after, self.policy.max_wait)
-        return wait_exponential_jitter(initial=self.policy.initial_wait, max=self.policy.max_wait)(state)
+        return wait_exponential_jitter(
+            multiplier=self.policy.initial_wait, max=self.policy.max_wait, jitter=self.policy.initial_wait
+        )(state)
 
     def get(self, path: str, params: dict[str, Any] | None = None, *, what: str = "") -> httpx.Response:
         """GET ``path`` (relative to the base URL) with retries; returns a 2xx response."""

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from datetime import UTC, timedelta
 from typing import Any
 
+import httpx
+
 from ingest.contracts import Dataset
 from ingest.sources import Page, SourceError, Window
 from ingest.sources.http import HttpClient, RetryPolicy
@@ -35,6 +37,7 @@ class Open311Connector:
         page_size: int = 1000,
         policy: RetryPolicy | None = None,
         source: str = "open311",
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.source = source
         self.page_size = page_size
@@ -43,6 +46,7 @@ class Open311Connector:
             source=source,
             policy=policy,
             secret_params={"api_key": api_key} if api_key else None,
+            transport=transport,
         )
 
     def close(self) -> None:

@@ -1,0 +1,157 @@
+"""Shared fixtures. Environment for the whole session is set here, not by patching os.getenv."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Session-wide environment: fast HTTP backoff, no telemetry, nothing written into the checkout.
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+os.environ["INGEST_HTTP_BACKOFF_INITIAL"] = "0.01"
+os.environ["INGEST_HTTP_BACKOFF_MAX"] = "2"
+os.environ["INGEST_HTTP_TIMEOUT"] = "5"
+for var in ("LAKE_URL", "ICEBERG_CATALOG_URI", "WAREHOUSE_PATH", "OPEN311_BASE_URL", "OPEN311_API_KEY"):
+    os.environ.pop(var, None)
+
+from ingest.settings import Settings, load_settings  # noqa: E402
+from ingest.simulator import District, SimulatorServer  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def settings_for(lake: Path | str, warehouse: Path | None = None, **extra: str) -> Settings:
+    """Settings for a lake of the test's own (environment otherwise as the session's)."""
+    environ = dict(os.environ)
+    environ["LAKE_URL"] = str(lake)
+    if warehouse is not None:
+        environ["WAREHOUSE_PATH"] = str(warehouse)
+    environ.update(extra)
+    return load_settings(environ)
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Settings:
+    return settings_for(tmp_path / "lake", tmp_path / "warehouse.duckdb")
+
+
+@pytest.fixture
+def district() -> District:
+    """A small district of the test's own (tests advance it, so it is not shared)."""
+    return District.generate(residents=400, seed=7)
+
+
+@pytest.fixture
+def simulator(district: District) -> Iterator[SimulatorServer]:
+    with SimulatorServer(district) as server:
+        yield server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+class MotoServer:
+    """moto's S3 server on loopback: a real S3 HTTP endpoint, in memory."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def create_bucket(self, name: str) -> None:
+        import boto3
+        from botocore.config import Config
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # noqa: S106 - moto's dummy credentials
+            region_name="us-east-1",
+            config=Config(
+                request_checksum_calculation="when_required", response_checksum_validation="when_required"
+            ),
+        )
+        s3.create_bucket(Bucket=name)
+
+
+@pytest.fixture
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """An initialised Airflow: PostgreSQL metadata in CI (the machine's real server), else SQLite."""
+    from ingest.airflow_env import airflow_env, init_metadata
+
+    home = tmp_path_factory.mktemp("airflow")
+    extra = {"AIRFLOW_HOME": str(home), "CDL_RETRY_DELAY_SECONDS": "1"}
+    database = None
+    if IN_CI or os.environ.get("CDL_TEST_AIRFLOW_DB") == "postgres":
+        import psycopg2
+
+        database = f"cdl_airflow_test_{os.getpid()}"
+        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"drop database if exists {database}")
+            cur.execute(f"create database {database}")
+        conn.close()
+        extra["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = (
+            f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
+        )
+    env = airflow_env(extra)
+    init_metadata(env)
+    yield env
+    if database:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"drop database if exists {database} with (force)")
+        conn.close()
+    shutil.rmtree(home, ignore_errors=True)
