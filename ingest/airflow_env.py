@@ -7,9 +7,11 @@ for PostgreSQL (CI does).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.settings import PACKAGE_DIR
@@ -55,9 +57,30 @@ def init_metadata(env: dict[str, str]) -> None:
     airflow("pools", "set", WAREHOUSE_POOL, "1", "One warehouse writer at a time", env=env)
 
 
-def dag_run_state(dag_id: str, run_output: str) -> str:
-    """The final state `airflow dags test` reports (it prints the DagRun at the end)."""
-    for line in reversed(run_output.splitlines()):
-        if "state=" in line and dag_id in line:
-            return line.split("state=", 1)[1].split(",")[0].split(">")[0].strip()
-    return "unknown"
+@dataclass
+class DagTestResult:
+    dag_id: str
+    state: str
+    run_id: str | None
+    output: str
+
+
+def dag_test(dag_id: str, logical_date: str, env: dict[str, str]) -> DagTestResult:
+    """Run one DagRun in-process with ``airflow dags test`` and report how it ended."""
+    proc = airflow("dags", "test", dag_id, logical_date, env=env, check=False)
+    output = proc.stdout + proc.stderr
+    state, run_id = "failed", None
+    for line in reversed(output.splitlines()):
+        if "DagRun Finished:" in line and f"dag_id={dag_id}," in line:
+            state = line.split("state=", 1)[1].split(",")[0].strip()
+            run_id = line.split("run_id=", 1)[1].split(",")[0].strip()
+            break
+    if proc.returncode != 0:
+        state = "failed"
+    return DagTestResult(dag_id=dag_id, state=state, run_id=run_id, output=output)
+
+
+def task_states(dag_id: str, run_id: str, env: dict[str, str]) -> dict[str, str]:
+    proc = airflow("tasks", "states-for-dag-run", dag_id, run_id, "--output", "json", env=env)
+    rows = json.loads(proc.stdout[proc.stdout.index("[") :])
+    return {row["task_id"]: row["state"] for row in rows}

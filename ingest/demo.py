@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from ingest.airflow_env import airflow, airflow_env, dag_run_state, init_metadata
+from ingest.airflow_env import airflow_env, dag_test, init_metadata
 from ingest.contracts import load_registry, table_name
 from ingest.duck import install_extensions
 from ingest.lake.storage import LakeStorage
@@ -36,10 +36,9 @@ def run_dags(dag_ids: list[str], env: dict[str, str], log_dir: Path, logical: da
     states: dict[str, str] = {}
     for dag_id in dag_ids:
         print(f"  airflow dags test {dag_id} ...", flush=True)
-        proc = airflow("dags", "test", dag_id, logical.isoformat(), env=env, check=False)
-        output = proc.stdout + proc.stderr
-        (log_dir / f"{dag_id}.log").write_text(output)
-        states[dag_id] = dag_run_state(dag_id, output) if proc.returncode == 0 else "failed"
+        result = dag_test(dag_id, logical.isoformat(), env)
+        (log_dir / f"{dag_id}.log").write_text(result.output)
+        states[dag_id] = result.state
         print(f"    -> {states[dag_id]} (log: {log_dir / f'{dag_id}.log'})", flush=True)
         if states[dag_id] != "success":
             break

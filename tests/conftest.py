@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,10 @@ os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 os.environ["INGEST_HTTP_BACKOFF_INITIAL"] = "0.01"
 os.environ["INGEST_HTTP_BACKOFF_MAX"] = "2"
 os.environ["INGEST_HTTP_TIMEOUT"] = "5"
+# Airflow imported by the tests themselves (DagBag) gets a home of its own, never ~/airflow.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="cdl-airflow-unit-")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 for var in ("LAKE_URL", "ICEBERG_CATALOG_URI", "WAREHOUSE_PATH", "OPEN311_BASE_URL", "OPEN311_API_KEY"):
     os.environ.pop(var, None)
 
