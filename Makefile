@@ -20,7 +20,7 @@ export GX_ANALYTICS_ENABLED := False
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup run up test lint format bench clean
+.PHONY: help setup run up test lint format clean
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
@@ -53,9 +53,6 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
-
-bench: setup
-	$(PY) -m bench.run
 
 clean:
 	rm -rf data .airflow dbt_project/target dbt_project/logs

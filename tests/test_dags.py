@@ -69,7 +69,8 @@ import psycopg2
 psycopg2.connect = refuse
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(sys.argv[1])
-print("RESULT" + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dag_ids)}))
+errors = {k: str(v) for k, v in bag.import_errors.items()}
+print("RESULT" + json.dumps({"errors": errors, "dags": sorted(bag.dag_ids)}))
 """
 
 

@@ -11,7 +11,6 @@ from ingest.lake.storage import LakeStorage
 from ingest.lake.tables import RAW_NAMESPACE, open_catalog
 from ingest.pipeline import run_source
 from ingest.warehouse import build
-
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.integration
@@ -33,7 +32,9 @@ def s3_lake(tmp_path, moto_server):
 
 
 def test_ingest_into_s3_lake_and_read_back_with_duckdb(s3_lake, district, simulator):
-    (services, requests) = run_source("open311", until=UNTIL, base_url=simulator.open311_url, settings=s3_lake)
+    (services, requests) = run_source(
+        "open311", until=UNTIL, base_url=simulator.open311_url, settings=s3_lake
+    )
     assert requests.rows_inserted == len(district.requests())
 
     table = open_catalog(s3_lake).load_table((RAW_NAMESPACE, "open311__service_requests"))
@@ -48,12 +49,20 @@ def test_ingest_into_s3_lake_and_read_back_with_duckdb(s3_lake, district, simula
     ).fetchone()
     assert count == distinct == len(district.requests())
     closed = sum(1 for r in district.requests() if r["status"] == "closed")
-    assert con.execute("select count(*) from raw.open311__service_requests where status = 'closed'").fetchone()[0] == closed
+    assert (
+        con.execute("select count(*) from raw.open311__service_requests where status = 'closed'").fetchone()[
+            0
+        ]
+        == closed
+    )
 
     # a second run over the same window changes nothing in the bucket's table
     location = table.metadata_location
     run_source("open311", until=UNTIL, base_url=simulator.open311_url, settings=s3_lake)
-    assert open_catalog(s3_lake).load_table((RAW_NAMESPACE, "open311__service_requests")).metadata_location == location
+    assert (
+        open_catalog(s3_lake).load_table((RAW_NAMESPACE, "open311__service_requests")).metadata_location
+        == location
+    )
 
 
 def test_dbt_builds_the_warehouse_from_an_s3_lake(s3_lake, district, simulator):
@@ -63,9 +72,9 @@ def test_dbt_builds_the_warehouse_from_an_s3_lake(s3_lake, district, simulator):
     import duckdb
 
     con = duckdb.connect(str(s3_lake.warehouse_path), read_only=True)
-    assert con.execute("select sum(requests_received) from marts.mart_service_requests_daily").fetchone()[0] == len(
-        district.requests()
-    )
+    assert con.execute("select sum(requests_received) from marts.mart_service_requests_daily").fetchone()[
+        0
+    ] == len(district.requests())
 
 
 def test_s3_endpoint_going_away_fails_the_run_and_commits_nothing(s3_lake, district, simulator, moto_server):

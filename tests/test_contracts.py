@@ -1,0 +1,103 @@
+"""Source contracts and the conformance step: types, rejections with reasons, drift policies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import yaml
+
+from ingest.conform import Conformer, SchemaDriftError
+from ingest.contracts import REGISTRY_DIR, Source, load_registry, parse_duration
+
+REQUESTS = load_registry().source("open311").dataset("service_requests")
+GOOD = {
+    "service_request_id": "SR-1",
+    "status": "open",
+    "service_code": "NOISE",
+    "requested_datetime": "2026-01-03T09:15:00+08:00",
+    "updated_datetime": "2026-01-03T10:15:00+08:00",
+    "lat": "31.2",
+}
+
+
+def conform(records, dataset=REQUESTS):
+    return Conformer("open311", dataset).conform(records)
+
+
+def test_registry_declares_every_column_with_a_classification_level():
+    for source in load_registry().sources:
+        for ds in source.datasets:
+            assert ds.columns and all(c.classification for c in ds.columns), (source.name, ds.name)
+
+
+def test_a_column_without_a_classification_level_is_rejected():
+    data = yaml.safe_load((REGISTRY_DIR / "open311.yml").read_text())
+    del data["datasets"][0]["columns"][0]["classification"]
+    with pytest.raises(ValueError, match="classification"):
+        Source.model_validate(data)
+
+
+def test_a_primary_key_must_be_a_declared_column():
+    data = yaml.safe_load((REGISTRY_DIR / "open311.yml").read_text())
+    data["datasets"][1]["primary_key"] = ["no_such_column"]
+    with pytest.raises(ValueError, match="primary key 'no_such_column'"):
+        Source.model_validate(data)
+
+
+def test_durations_parse():
+    assert parse_duration("P30D") == timedelta(days=30)
+    assert parse_duration("PT2H") == timedelta(hours=2)
+    assert parse_duration("P1DT6H30M") == timedelta(days=1, hours=6, minutes=30)
+    with pytest.raises(ValueError):
+        parse_duration("30 days")
+
+
+def test_values_are_typed_and_times_normalised_to_utc():
+    batch = conform([GOOD])
+    row = batch.table.to_pylist()[0]
+    assert row["requested_datetime"] == datetime(2026, 1, 3, 1, 15, tzinfo=UTC)
+    assert row["lat"] == 31.2
+    assert row["description"] is None
+    assert batch.rejected == [] and len(batch.hashes) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"service_code": None}, "required field 'service_code' is missing"),
+        ({"requested_datetime": ""}, "required field 'requested_datetime' is missing"),
+        ({"updated_datetime": "2026-13-45T99:00"}, "field 'updated_datetime' is not an ISO 8601 datetime"),
+        ({"updated_datetime": "2026-01-03T10:15:00"}, "has no UTC offset"),
+        ({"lat": "north"}, "field 'lat' is not a number"),
+        ({"requested_datetime": "2026-02-01T00:00:00+08:00"}, "is before 'requested_datetime'"),
+    ],
+)
+def test_records_that_break_the_contract_are_rejected_with_a_reason(change, reason):
+    bad = {**GOOD, **change}
+    batch = conform([GOOD, bad])
+    assert batch.table.num_rows == 1
+    (rejected,) = batch.rejected
+    assert reason in rejected.reason
+    assert rejected.record == bad  # the source record is kept whole for the quarantine
+
+
+def test_same_content_same_hash_different_content_different_hash():
+    a, b, c = conform([GOOD, dict(GOOD), {**GOOD, "status": "closed"}]).hashes
+    assert a == b != c
+
+
+def test_drift_policies():
+    drifted = {**GOOD, "satisfaction_score": 4}
+    evolving = Conformer("open311", REQUESTS)
+    assert evolving.conform([drifted]).table.column("satisfaction_score").to_pylist() == [4]
+    assert evolving.extra_columns == {"satisfaction_score": "long"}
+
+    frozen = REQUESTS.model_copy(update={"schema_change": "freeze"})
+    with pytest.raises(SchemaDriftError, match="satisfaction_score.*freeze"):
+        conform([drifted], frozen)
+
+    discarding = REQUESTS.model_copy(update={"schema_change": "discard_row"})
+    batch = conform([GOOD, drifted], discarding)
+    assert batch.table.num_rows == 1
+    assert "satisfaction_score" in batch.rejected[0].reason
