@@ -15,15 +15,18 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.table import Table
 
 from ingest.conform import Conformer
 from ingest.contracts import Dataset, Source, load_registry, table_name
+from ingest.failpoints import failpoint
 from ingest.lake.storage import LakeStorage
 from ingest.lake.tables import (
     META_FIELDS,
@@ -35,7 +38,7 @@ from ingest.lake.tables import (
     read_cursor,
 )
 from ingest.settings import Settings, load_settings
-from ingest.sources import SourceError, Window, connector_for
+from ingest.sources import Page, SourceError, Window, connector_for
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +106,10 @@ def resolve_connection(source: Source, base_url: str | None = None) -> tuple[str
         except Exception:  # noqa: BLE001 - a missing connection just means "not configured"
             airflow_conn = None
         if airflow_conn is not None:
-            url = url or airflow_conn.get_uri().split("?")[0]
+            if url is None and airflow_conn.host:
+                host = airflow_conn.host if "://" in airflow_conn.host else f"https://{airflow_conn.host}"
+                port = f":{airflow_conn.port}" if airflow_conn.port else ""
+                url = f"{host}{port}/{(airflow_conn.schema or '').lstrip('/')}".rstrip("/")
             secret = secret or airflow_conn.password
     url = url or conn.default_url
     if not url:
@@ -120,20 +126,19 @@ def _write_audit(storage: LakeStorage, report: DatasetReport) -> None:
     storage.write_json(rel, asdict(report))
 
 
-def run_dataset(
-    source: Source,
-    dataset: Dataset,
-    *,
-    until: datetime,
-    since: datetime | None = None,
-    base_url: str | None = None,
-    run_id: str | None = None,
-    settings: Settings | None = None,
-) -> DatasetReport:
+@dataclass
+class _Context:
+    source: Source
+    dataset: Dataset
+    settings: Settings
+    storage: LakeStorage
+    conformer: Conformer
+    report: DatasetReport
+
+
+def _open(source: Source, dataset: Dataset, settings: Settings | None, run_id: str) -> tuple[_Context, Table]:
     settings = settings or load_settings()
-    run_id = run_id or new_run_id()
     storage = LakeStorage(settings)
-    catalog = open_catalog(settings)
     conformer = Conformer(source.name, dataset)
     report = DatasetReport(
         source=source.name,
@@ -142,40 +147,23 @@ def run_dataset(
         started_at=_iso(datetime.now(UTC)),
         purpose=source.purpose,
     )
-    started = time.monotonic()
+    table = ensure_table(
+        open_catalog(settings), settings, source.name, dataset.name, conformer.arrow_schema()
+    )
+    known = {c.name for c in dataset.columns} | {f.name for f in META_FIELDS}
+    for fld in table.schema().fields:
+        if fld.name not in known:
+            conformer.extra_columns[fld.name] = _iceberg_to_contract_type(fld)
+    return _Context(source, dataset, settings, storage, conformer, report), table
+
+
+def _load_pages(
+    ctx: _Context, pages: Iterable[tuple[str, Page]], *, land: bool, cursor_cap: datetime | None
+) -> None:
+    """Conform, stage and commit ``(landing path, page)`` pairs as ONE Iceberg commit."""
+    source, dataset, report, storage = ctx.source, ctx.dataset, ctx.report, ctx.storage
     staging = Path(tempfile.mkdtemp(prefix=f"ingest-{source.name}-{dataset.name}-"))
-    connector = None
     try:
-        table = ensure_table(catalog, settings, source.name, dataset.name, conformer.arrow_schema())
-        known = {c.name for c in dataset.columns} | {f.name for f in META_FIELDS}
-        for fld in table.schema().fields:
-            if fld.name not in known:
-                conformer.extra_columns[fld.name] = _iceberg_to_contract_type(fld)
-
-        window = None
-        if dataset.cursor:
-            report.cursor_before = read_cursor(table)
-            if since is None:
-                if report.cursor_before:
-                    since = datetime.fromisoformat(report.cursor_before) - dataset.cursor.lookback_delta
-                else:
-                    since = datetime.fromisoformat(dataset.cursor.initial)
-            window = Window(since=since, until=until)
-            report.window_since, report.window_until = _iso(since), _iso(until)
-            if since >= until:
-                log.info(
-                    "%s.%s: window is empty (cursor is ahead of %s): nothing to do", *_names(report), until
-                )
-                report.status = "success"
-                report.cursor_after = report.cursor_before
-                return report
-
-        url, secret = resolve_connection(source, base_url)
-        connector = connector_for(source.connector)(url, api_key=secret)
-        load_date = until.astimezone(UTC).date().isoformat()
-        report.landing_prefix = (
-            f"landing/{source.name}/{dataset.name}/load_date={load_date}/{safe_run_id(run_id)}"
-        )
         staged = StagedRun(directory=staging)
         quarantine_file = staging / "quarantine.jsonl"
         loaded_at = datetime.now(UTC)
@@ -183,49 +171,45 @@ def run_dataset(
         # to our own clock: a source whose clock lags ours must not lose the rows in between.
         max_seen: datetime | None = None
         with quarantine_file.open("w", encoding="utf-8") as qfh:
-            for page in connector.extract(dataset, window):
+            for landing_rel, page in pages:
                 report.pages += 1
-                landing_rel = f"{report.landing_prefix}/{report.pages:06d}.{page.extension}"
-                storage.write_bytes(landing_rel, page.payload)
+                if land:
+                    storage.write_bytes(landing_rel, page.payload)
                 report.records_received += len(page.records)
-                batch = conformer.conform(page.records)
+                batch = ctx.conformer.conform(page.records)
                 for rej in batch.rejected:
-                    qfh.write(
-                        json.dumps(
-                            {"reason": rej.reason, "landing_path": landing_rel, "record": rej.record},
-                            ensure_ascii=False,
-                            default=str,
-                        )
-                        + "\n"
-                    )
+                    line = {"reason": rej.reason, "landing_path": landing_rel, "record": rej.record}
+                    qfh.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
                 report.quarantined += len(batch.rejected)
                 n = batch.table.num_rows
-                table_with_meta = (
+                staged.add(
                     batch.table.append_column(META_FIELDS[0], pa.array(batch.hashes, pa.string()))
-                    .append_column(META_FIELDS[1], pa.array([run_id] * n, pa.string()))
+                    .append_column(META_FIELDS[1], pa.array([report.run_id] * n, pa.string()))
                     .append_column(META_FIELDS[2], pa.array([loaded_at] * n, META_FIELDS[2].type))
                     .append_column(META_FIELDS[3], pa.array([storage.uri(landing_rel)] * n, pa.string()))
                 )
-                staged.add(table_with_meta)
                 if dataset.cursor and n:
                     page_max = pc.max(batch.table[dataset.cursor.field]).as_py()
                     if page_max is not None and (max_seen is None or page_max > max_seen):
                         max_seen = page_max
-        report.fields = [c.name for c in conformer.columns()]
+                failpoint("after_page")
+        report.fields = [c.name for c in ctx.conformer.columns()]
+        if dataset.cursor and max_seen is not None:
+            report.cursor_after = _iso(min(max_seen, cursor_cap) if cursor_cap else max_seen)
+        else:
+            report.cursor_after = report.cursor_before
 
-        if dataset.cursor:
-            report.cursor_after = _iso(min(max_seen, until)) if max_seen else report.cursor_before
         result = commit_run(
-            catalog,
+            open_catalog(ctx.settings),
             (RAW_NAMESPACE, table_name(source.name, dataset.name)),
             staged,
             disposition=dataset.disposition,
             primary_key=dataset.primary_key,
             order_by=dataset.cursor.field if dataset.cursor else None,
             cursor=report.cursor_after,
-            run_id=run_id,
+            run_id=report.run_id,
             snapshot_properties={
-                "ingest.run-id": run_id,
+                "ingest.run-id": report.run_id,
                 "ingest.source": source.name,
                 "ingest.window": f"{report.window_since}..{report.window_until}",
             },
@@ -238,8 +222,9 @@ def run_dataset(
         report.commit_attempts = result.attempts
         report.snapshot_id = result.snapshot_id
         if report.quarantined:
+            load_date = report.landing_prefix.split("load_date=", 1)[-1].split("/", 1)[0]
             storage.write_bytes(
-                f"quarantine/{source.name}/{dataset.name}/load_date={load_date}/{safe_run_id(run_id)}.jsonl",
+                f"quarantine/{source.name}/{dataset.name}/load_date={load_date}/{safe_run_id(report.run_id)}.jsonl",
                 quarantine_file.read_bytes(),
             )
             log.warning(
@@ -254,24 +239,135 @@ def run_dataset(
             report.cursor_after is None or report.cursor_after < report.cursor_before
         ):
             report.cursor_after = report.cursor_before
-        report.status = "success"
-        return report
-    except Exception as exc:
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _finish(ctx: _Context, started: float, exc: BaseException | None) -> None:
+    report = ctx.report
+    if exc is not None:
         report.status = "failed"
         report.error = f"{type(exc).__name__}: {exc}"
         report.cursor_after = report.cursor_before
+    elif report.status == "running":
+        report.status = "success"
+    report.finished_at = _iso(datetime.now(UTC))
+    report.duration_s = round(time.monotonic() - started, 3)
+    try:
+        _write_audit(ctx.storage, report)
+    except Exception:  # noqa: BLE001 - never mask the run's own error with an audit error
+        log.exception("%s.%s: could not write the run record", report.source, report.dataset)
+    log.info(report.summary())
+
+
+def run_dataset(
+    source: Source,
+    dataset: Dataset,
+    *,
+    until: datetime,
+    since: datetime | None = None,
+    base_url: str | None = None,
+    run_id: str | None = None,
+    settings: Settings | None = None,
+) -> DatasetReport:
+    """Extract one dataset for the window ending at ``until`` and commit it exactly once."""
+    started = time.monotonic()
+    ctx, table = _open(source, dataset, settings, run_id or new_run_id())
+    report = ctx.report
+    connector = None
+    try:
+        window = None
+        if dataset.cursor:
+            report.cursor_before = read_cursor(table)
+            if since is None:
+                if report.cursor_before:
+                    since = datetime.fromisoformat(report.cursor_before) - dataset.cursor.lookback_delta
+                else:
+                    since = datetime.fromisoformat(dataset.cursor.initial)
+            window = Window(since=since, until=until)
+            report.window_since, report.window_until = _iso(since), _iso(until)
+            if since >= until:
+                log.info(
+                    "%s.%s: the window is empty (cursor is past %s): nothing to do", *_names(report), until
+                )
+                report.cursor_after = report.cursor_before
+                _finish(ctx, started, None)
+                return report
+        url, secret = resolve_connection(source, base_url)
+        connector = connector_for(source.connector)(url, api_key=secret)
+        load_date = until.astimezone(UTC).date().isoformat()
+        report.landing_prefix = (
+            f"landing/{source.name}/{dataset.name}/load_date={load_date}/{safe_run_id(report.run_id)}"
+        )
+        pages = (
+            (f"{report.landing_prefix}/{i:06d}.{page.extension}", page)
+            for i, page in enumerate(connector.extract(dataset, window), start=1)
+        )
+        _load_pages(ctx, pages, land=True, cursor_cap=until)
+    except BaseException as exc:
+        _finish(ctx, started, exc)
         raise
     finally:
         if connector is not None:
             connector.close()
-        shutil.rmtree(staging, ignore_errors=True)
-        report.finished_at = _iso(datetime.now(UTC))
-        report.duration_s = round(time.monotonic() - started, 3)
+    _finish(ctx, started, None)
+    return report
+
+
+def replay_dataset(
+    source: Source,
+    dataset: Dataset,
+    *,
+    from_date: str,
+    to_date: str,
+    rebuild: bool = False,
+    settings: Settings | None = None,
+) -> list[DatasetReport]:
+    """Re-load a dataset from its landing payloads, run by run, without calling the source.
+
+    The successful runs whose load date lies in [from_date, to_date] are replayed in the order
+    they originally ran, each committed with the cursor it originally reached. With ``rebuild``
+    the table is dropped first and rebuilt from landing alone; without it, replay is a no-op for
+    rows the table already holds.
+    """
+    settings = settings or load_settings()
+    storage = LakeStorage(settings)
+    runs = []
+    for rel in storage.list(f"audit/runs/{source.name}/{dataset.name}/"):
+        rec = json.loads(storage.read_bytes(rel))
+        prefix = rec.get("landing_prefix") or ""
+        load_date = prefix.split("load_date=", 1)[-1].split("/", 1)[0] if prefix else ""
+        if rec.get("status") == "success" and rec.get("pages") and from_date <= load_date <= to_date:
+            runs.append(rec)
+    runs.sort(key=lambda r: r["finished_at"])
+    if rebuild:
+        catalog = open_catalog(settings)
+        ident = (RAW_NAMESPACE, table_name(source.name, dataset.name))
+        if catalog.table_exists(ident):
+            log.warning("%s.%s: dropping the table to rebuild it from landing", source.name, dataset.name)
+            catalog.drop_table(ident)
+    parser = connector_for(source.connector).parse
+    reports = []
+    for rec in runs:
+        started = time.monotonic()
+        ctx, table = _open(source, dataset, settings, f"replay__{rec['run_id']}")
+        report = ctx.report
+        report.cursor_before = read_cursor(table)
+        report.window_since, report.window_until = rec.get("window_since"), rec.get("window_until")
+        report.landing_prefix = rec["landing_prefix"]
+        files = [
+            f for f in storage.list(rec["landing_prefix"] + "/") if not f.rsplit("/", 1)[-1].startswith("_")
+        ]
+        pages = ((rel, parser(storage.read_bytes(rel), label=rel)) for rel in files)
+        cap = datetime.fromisoformat(rec["cursor_after"]) if rec.get("cursor_after") else None
         try:
-            _write_audit(storage, report)
-        except Exception:  # noqa: BLE001 - never mask the run's own error with an audit error
-            log.exception("%s.%s: could not write the run record", source.name, dataset.name)
-        log.info(report.summary())
+            _load_pages(ctx, pages, land=False, cursor_cap=cap)
+        except BaseException as exc:
+            _finish(ctx, started, exc)
+            raise
+        _finish(ctx, started, None)
+        reports.append(report)
+    return reports
 
 
 def _names(report: DatasetReport) -> tuple[str, str]:

@@ -33,6 +33,7 @@ from pyiceberg.expressions import AlwaysTrue, And, EqualTo, In, Or
 from pyiceberg.table import Table
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from ingest.failpoints import failpoint
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -296,6 +297,8 @@ def _commit_once(
                 tx.append(reader.cast(target), snapshot_properties=snapshot_properties)
             if advance_cursor:
                 tx.set_properties({CURSOR_PROPERTY: cursor, CURSOR_RUN_PROPERTY: run_id})
+            failpoint("before_commit")  # data files written, nothing committed yet
+        failpoint("after_commit")  # committed; the caller may still see an error
         result.rows_inserted = to_write - result.rows_updated
         result.committed = True
         snapshot = table.refresh().current_snapshot()

@@ -43,6 +43,13 @@ class Page:
 class Connector(Protocol):
     def extract(self, dataset: Dataset, window: Window | None) -> Iterator[Page]: ...
 
+    def close(self) -> None: ...
+
+    @staticmethod
+    def parse(payload: bytes, *, label: str) -> Page:
+        """Turn a landed payload back into a page (replay reads the landing zone with it)."""
+        ...
+
 
 ConnectorFactory = Callable[..., Connector]
 

@@ -87,18 +87,22 @@ class Open311Connector:
 
     def _fetch(self, endpoint: str, params: dict[str, Any], *, label: str) -> Page:
         response = self.client.get(endpoint, params, what=f"GET {endpoint} ({label})")
-        payload = response.content
+        return self.parse(response.content, label=label, source=self.source)
+
+    @staticmethod
+    def parse(payload: bytes, *, label: str, source: str = "open311") -> Page:
+        """A GeoReport v2 JSON array as a page (also used to replay landed payloads)."""
         try:
             body = json.loads(payload)
         except ValueError as exc:
             raise SourceError(
-                f"{self.source}: {label}: the response is not valid JSON ({exc}); "
+                f"{source}: {label}: the response is not valid JSON ({exc}); "
                 f"{len(payload)} bytes received — the page may be truncated. "
                 "Nothing from this run was committed; re-run once the source serves whole pages."
             ) from None
         if not isinstance(body, list) or not all(isinstance(r, dict) for r in body):
             raise SourceError(
-                f"{self.source}: {label}: expected a JSON array of objects (GeoReport v2), "
+                f"{source}: {label}: expected a JSON array of objects (GeoReport v2), "
                 f"got {type(body).__name__}"
             )
         return Page(payload=payload, records=body, label=label)
