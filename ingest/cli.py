@@ -87,6 +87,31 @@ def run(
 
 
 @app.command()
+def replay(
+    source: Annotated[str, typer.Argument(help="source name from the registry")],
+    from_date: Annotated[str, typer.Option("--from", help="first load date (YYYY-MM-DD)")],
+    to_date: Annotated[str, typer.Option("--to", help="last load date (YYYY-MM-DD)")],
+    dataset: Annotated[list[str] | None, typer.Option(help="only these datasets")] = None,
+    rebuild: Annotated[
+        bool, typer.Option(help="drop the raw table first and rebuild it from landing")
+    ] = False,
+    lake: LakeOption = None,
+) -> None:
+    """Re-load raw tables from the landing zone without calling the source."""
+    from ingest.contracts import load_registry
+    from ingest.pipeline import replay_dataset
+
+    src = load_registry().source(source)
+    for ds in [src.dataset(n) for n in dataset] if dataset else src.datasets:
+        reports = replay_dataset(
+            src, ds, from_date=from_date, to_date=to_date, rebuild=rebuild, settings=_settings(lake)
+        )
+        typer.echo(f"{source}.{ds.name}: {len(reports)} run(s) replayed")
+        for report in reports:
+            typer.echo("  " + report.summary())
+
+
+@app.command()
 def status(lake: LakeOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Per dataset: rows, cursor, last successful run, quarantine, freshness against the SLA."""
     from dataclasses import asdict

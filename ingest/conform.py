@@ -39,7 +39,7 @@ def _to_string(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+        raise ConformError(f"is a JSON {'object' if isinstance(value, dict) else 'array'}, not a scalar")
     return str(value)
 
 
@@ -183,7 +183,24 @@ class Conformer:
             self.extra_columns[key] = infer_type(sample) if sample is not None else "string"
         return set()
 
+    def _check_missing_fields(self, records: list[dict[str, Any]]) -> None:
+        """Under ``freeze``, a declared column that no record of the page carries is drift."""
+        if self.dataset.schema_change != "freeze" or not records:
+            return
+        present: set[str] = set()
+        for rec in records:
+            present.update(rec)
+        missing = sorted(c.field for c in self.dataset.columns if c.field not in present)
+        if missing:
+            raise SchemaDriftError(
+                f"{self.source}.{self.dataset.name}: the source stopped sending column(s) "
+                f"{', '.join(missing)}, and the contract's schema_change policy is 'freeze'. Nothing "
+                "was loaded. Confirm the change with the source owner, then update the contract "
+                f"(ingest/config/sources/{self.source}.yml)."
+            )
+
     def conform(self, records: list[dict[str, Any]]) -> ConformedBatch:
+        self._check_missing_fields(records)
         discard_fields = self._admit_new_fields(records)
         columns = self.columns()
         values: dict[str, list[Any]] = {c.name: [] for c in columns}

@@ -186,3 +186,49 @@ def build_warehouse_dag() -> DAG:
 
 def ingest_dags() -> dict[str, DAG]:
     return {f"ingest_{src.name}": build_ingest_dag(src) for src in load_registry().sources}
+
+
+STATUS_DOC = """
+### Lake status
+
+Every hour (and on demand), one line per dataset: rows, cursor, last successful load, records
+quarantined in the last run, and freshness against the contract's SLA. The task log shows the
+table; the return value (XCom) holds the same as JSON. A stale dataset fails the task, so it
+shows red in the grid view. Same thing from a shell: `ingest status`.
+"""
+
+
+def build_status_dag() -> DAG:
+    @dag(
+        dag_id="lake_status",
+        schedule="@hourly",
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["operations", "status"],
+        doc_md=STATUS_DOC,
+        description="Per-dataset cursor, last load, quarantine and freshness",
+    )
+    def status_dag() -> None:
+        @task(task_id="report")
+        def report() -> list[dict[str, Any]]:
+            import logging
+            from dataclasses import asdict
+
+            from ingest.settings import load_settings
+            from ingest.status import HEADERS, collect
+
+            rows = collect(load_settings())
+            log = logging.getLogger("airflow.task")
+            log.info(" | ".join(HEADERS))
+            for row in rows:
+                log.info(" | ".join(row.as_row()))
+            stale = [f"{r.source}.{r.dataset}" for r in rows if r.fresh is False]
+            if stale:
+                raise RuntimeError(f"stale against their freshness SLA: {', '.join(stale)}")
+            return [asdict(r) for r in rows]
+
+        report()
+
+    return status_dag()

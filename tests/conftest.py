@@ -160,3 +160,102 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
             cur.execute(f"drop database if exists {database} with (force)")
         conn.close()
     shutil.rmtree(home, ignore_errors=True)
+
+
+class FaultMatrix:
+    """Collects (fault, promise, rows expected, rows found) from the fault tests into a JSON report."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, object]] = []
+
+    def record(self, fault: str, promise: str, expected: object, found: object, test: str = "") -> None:
+        self.rows.append(
+            {
+                "fault": fault,
+                "promise": promise,
+                "expected": expected,
+                "found": found,
+                "ok": expected == found,
+                "test": test,
+            }
+        )
+
+
+@pytest.fixture(scope="session")
+def fault_matrix() -> Iterator[FaultMatrix]:
+    import json
+
+    matrix = FaultMatrix()
+    yield matrix
+    out = Path(os.environ.get("CDL_FAULT_MATRIX", ROOT / "bench" / "results" / "fault_matrix.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"faults": matrix.rows}, indent=2, ensure_ascii=False, default=str))
+
+
+class TcpProxy:
+    """A loopback TCP proxy that can be cut (connections dropped, port closed) and restored."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            for conn in self._conns:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                    conn.close()
+                except OSError:
+                    pass
+            self._conns.clear()

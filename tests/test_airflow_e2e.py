@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -23,6 +24,7 @@ from tests.conftest import settings_for
 
 pytestmark = pytest.mark.integration
 LOGICAL = datetime(2026, 11, 30, 12, tzinfo=UTC)
+SECRET = "known-secret-7f3a9c0e"  # noqa: S105 - a marker to grep for, not a credential
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +39,19 @@ def pipeline(airflow_home, tmp_path_factory):
             "LAKE_URL": settings.lake_url,
             "WAREHOUSE_PATH": str(settings.warehouse_path),
             "OPEN311_BASE_URL": sim.open311_url,
+            "OPEN311_API_KEY": SECRET,
         }
         ingest = dag_test("ingest_open311", LOGICAL.isoformat(), env)
         warehouse = dag_test("warehouse", LOGICAL.isoformat(), env)
-    yield {"settings": settings, "district": district, "env": env, "ingest": ingest, "warehouse": warehouse}
+    yield {
+        "settings": settings,
+        "district": district,
+        "env": env,
+        "ingest": ingest,
+        "warehouse": warehouse,
+        "root": root,
+        "api_keys_seen": set(sim.state.api_keys),
+    }
 
 
 def test_ingest_dag_loads_every_request_into_iceberg(pipeline):
@@ -91,3 +102,22 @@ def test_failed_blocking_expectation_fails_the_quality_task_and_stops_dbt(pipeli
     assert "quality gate raw.open311.service_requests failed" in result.output
     assert "expect_column_values_to_be_unique" in result.output
     assert hashlib.sha256(settings.warehouse_path.read_bytes()).digest() == hashlib.sha256(published).digest()
+
+
+def test_credentials_never_appear_in_logs_task_output_or_the_lake(pipeline):
+    assert pipeline["ingest"].state == "success"
+    assert pipeline["api_keys_seen"] == {SECRET}  # the key really was used on every call
+    assert SECRET not in pipeline["ingest"].output + pipeline["warehouse"].output
+    scanned = 0
+    for folder in (pipeline["root"], Path(pipeline["env"]["AIRFLOW_HOME"])):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                scanned += 1
+                assert SECRET.encode() not in path.read_bytes(), f"secret leaked into {path}"
+    assert scanned > 20  # task logs, landing payloads, audit records, dbt logs were all looked at
+
+
+def test_lake_status_dag_shows_each_dataset_in_airflow(pipeline):
+    result = dag_test("lake_status", LOGICAL.isoformat(), pipeline["env"])
+    assert result.state == "success", result.output[-3000:]
+    assert f"open311.service_requests | {len(pipeline['district'].requests())} |" in result.output

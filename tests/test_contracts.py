@@ -70,6 +70,7 @@ def test_values_are_typed_and_times_normalised_to_utc():
         ({"updated_datetime": "2026-13-45T99:00"}, "field 'updated_datetime' is not an ISO 8601 datetime"),
         ({"updated_datetime": "2026-01-03T10:15:00"}, "has no UTC offset"),
         ({"lat": "north"}, "field 'lat' is not a number"),
+        ({"status": {"value": "open"}}, "field 'status' is a JSON object, not a scalar"),
         ({"requested_datetime": "2026-02-01T00:00:00+08:00"}, "is before 'requested_datetime'"),
     ],
 )
@@ -94,8 +95,13 @@ def test_drift_policies():
     assert evolving.extra_columns == {"satisfaction_score": "long"}
 
     frozen = REQUESTS.model_copy(update={"schema_change": "freeze"})
-    with pytest.raises(SchemaDriftError, match="satisfaction_score.*freeze"):
-        conform([drifted], frozen)
+    complete = {c.field: GOOD.get(c.field) for c in REQUESTS.columns}  # every declared key, nulls included
+    assert conform([complete], frozen).table.num_rows == 1
+    with pytest.raises(SchemaDriftError, match="new column.*satisfaction_score.*freeze"):
+        conform([{**complete, "satisfaction_score": 4}], frozen)
+    without_channel = {k: v for k, v in complete.items() if k != "channel"}
+    with pytest.raises(SchemaDriftError, match="stopped sending column.*channel.*freeze"):
+        conform([without_channel], frozen)
 
     discarding = REQUESTS.model_copy(update={"schema_change": "discard_row"})
     batch = conform([GOOD, drifted], discarding)

@@ -24,8 +24,8 @@ def test_dagbag_has_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
-def test_one_ingest_dag_per_registered_source_plus_the_warehouse(dagbag):
-    expected = {f"ingest_{s.name}" for s in load_registry().sources} | {"warehouse"}
+def test_one_ingest_dag_per_registered_source_plus_warehouse_and_status(dagbag):
+    expected = {f"ingest_{s.name}" for s in load_registry().sources} | {"warehouse", "lake_status"}
     assert set(dagbag.dag_ids) == expected
 
 

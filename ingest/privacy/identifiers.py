@@ -108,7 +108,11 @@ def validate_resident_id(value: str | None, *, on: date | None = None) -> IdChec
     ``on`` is the day the check is made for (birth dates after it are rejected); it defaults to
     today. Spaces, dashes, full-width characters and a lowercase ``x`` are tolerated.
     """
-    if value is None or not isinstance(value, str) or not value.strip():
+    if value is not None and not isinstance(value, str):
+        return IdCheck(
+            False, f"resident ID number must be text, got {type(value).__name__} (keep it as a string)"
+        )
+    if value is None or not value.strip():
         return IdCheck(False, "resident ID number is empty")
     number = compact_code(value)
     if len(number) != 18:
@@ -169,7 +173,9 @@ def is_minor(birth_date: date, on: date, age: int = PIPL_MINOR_AGE) -> bool:
 
 def validate_uscc(value: str | None) -> CodeCheck:
     """Validate a Unified Social Credit Code (GB 32100) with ``stdnum.cn.uscc``."""
-    if value is None or not isinstance(value, str) or not value.strip():
+    if value is not None and not isinstance(value, str):
+        return CodeCheck(False, f"unified social credit code must be text, got {type(value).__name__}")
+    if value is None or not value.strip():
         return CodeCheck(False, "unified social credit code is empty")
     code = compact_code(value)
     try:
@@ -208,7 +214,9 @@ def normalise_mobile(value: str) -> str:
 
 def validate_mobile(value: str | None) -> CodeCheck:
     """Validate a mainland mobile number; ``normalised`` is the bare 11 digits."""
-    if value is None or not isinstance(value, str) or not value.strip():
+    if value is not None and not isinstance(value, str):
+        return CodeCheck(False, f"mobile number must be text, got {type(value).__name__}")
+    if value is None or not value.strip():
         return CodeCheck(False, "mobile number is empty")
     number = normalise_mobile(value)
     if not number.isascii() or not number.isdigit():
@@ -216,9 +224,8 @@ def validate_mobile(value: str | None) -> CodeCheck:
     if len(number) != 11:
         return CodeCheck(False, f"mobile number has {len(number)} digits, expected 11")
     if number[0] != "1" or number[1] not in "3456789":
-        return CodeCheck(
-            False, f"mobile number starts with {number[:2]}, expected 13-19 (landlines are not mobiles)"
-        )
+        hint = " (this looks like a landline with its area code)" if number[0] == "0" else ""
+        return CodeCheck(False, f"mobile number starts with {number[:2]}, expected 13-19{hint}")
     return CodeCheck(True, normalised=number)
 
 

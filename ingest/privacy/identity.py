@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -165,7 +166,7 @@ class IdentityVault:
 
     def _seal(self, relpath: str, payload: dict[str, Any]) -> bytes:
         plaintext = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        nonce = AESGCM.generate_key(bit_length=96)[:NONCE_LEN]
+        nonce = secrets.token_bytes(NONCE_LEN)
         return self._header + nonce + self._aead.encrypt(nonce, plaintext, self._header + relpath.encode())
 
     def _open(self, relpath: str, blob: bytes) -> dict[str, Any]:

@@ -39,6 +39,9 @@ class DirtConfig:
       cut off mid-document (HTTP 200, valid Content-Length, cut at a UTF-8 character boundary so
       the body decodes as text but not as JSON). ``truncated_times`` limits that to the
       first n times the page is served (None = every time).
+    - ``dropped_column``: this field is left out of every record (schema drift: a missing column).
+    - ``retyped_column``: this field's value is served wrapped in an object ``{"value": v}``
+      (schema drift: a type change).
     - ``seed``: hash key; defaults to the district seed.
     """
 
@@ -48,6 +51,8 @@ class DirtConfig:
     new_column: bool = False
     truncated_page: int | None = None
     truncated_times: int | None = None
+    dropped_column: str | None = None
+    retyped_column: str | None = None
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -60,7 +65,13 @@ class DirtConfig:
 
     @property
     def touches_records(self) -> bool:
-        return bool(self.missing_field_rate or self.bad_date_rate or self.new_column)
+        return bool(
+            self.missing_field_rate
+            or self.bad_date_rate
+            or self.new_column
+            or self.dropped_column
+            or self.retyped_column
+        )
 
 
 def _fraction(seed: int, kind: str, request_id: str) -> float:
@@ -204,7 +215,9 @@ class DirtApplier:
     ) -> bytes:
         """The JSON bytes to serve for one record, logging the dirt applied."""
         d = self.dirt_of(request_id)
-        if d.clean and not self.config.new_column:
+        if d.clean and not (
+            self.config.new_column or self.config.dropped_column or self.config.retyped_column
+        ):
             return body
         self.log.record(request_id, d, self.config.new_column, copies=1 if copy else 0)
         if not self.config.touches_records:
@@ -220,6 +233,10 @@ class DirtApplier:
         if self.config.new_column:
             score = 1 + int(_fraction(self.seed, "satisfaction", request_id) * 5)
             out["satisfaction_score"] = score if out.get("status") == "closed" else None
+        if self.config.dropped_column:
+            out.pop(self.config.dropped_column, None)
+        if self.config.retyped_column and out.get(self.config.retyped_column) is not None:
+            out[self.config.retyped_column] = {"value": out[self.config.retyped_column]}
         return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode()
 
     def maybe_truncate(self, page: int, body: bytes, rows: int, page_size: int, query: str) -> bytes:

@@ -76,6 +76,7 @@ class SimState:
     dirt: DirtApplier
     faults: deque[list[Any]] = field(default_factory=deque)  # [Fault, remaining]
     calls: int = 0  # Open311 requests received (including faulted ones)
+    api_keys: set[str] = field(default_factory=set)  # api_key values received (tests check keys were sent)
     faulted: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     cache: OrderedDict[tuple[Any, ...], list[PublishedRequest]] = field(default_factory=OrderedDict)
@@ -235,6 +236,8 @@ def create_open311_app(
     ) -> Response:
         if not request.url.path.startswith(PREFIX + "/"):
             return await call_next(request)
+        if "api_key" in request.query_params:
+            state.api_keys.add(request.query_params["api_key"])
         fault = state.take_fault()
         if fault is None:
             return await call_next(request)
