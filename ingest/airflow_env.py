@@ -29,8 +29,21 @@ def airflow_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("GX_ANALYTICS_ENABLED", "False")
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     env.update(extra or {})
+    if not any(env.get(v) for v in ("CDL_PSEUDONYM_KEY", "CDL_KEYS_FILE", "CDL_KEYS_CONN_ID")):
+        env["CDL_KEYS_FILE"] = str(demo_keys_file())
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     return env
+
+
+def demo_keys_file() -> Path:
+    """A local demo key pair outside the lake (``.secrets/``, git-ignored, mode 0600).
+
+    For ``make run`` / ``make up`` on one machine only; production sets CDL_KEYS_CONN_ID (an
+    Airflow connection) or CDL_PSEUDONYM_KEY / CDL_IDENTITY_KEY from a secrets manager.
+    """
+    from ingest.privacy import ensure_demo_keys
+
+    return ensure_demo_keys(CHECKOUT / ".secrets" / "demo-keys.env")
 
 
 def airflow_bin() -> str:

@@ -40,6 +40,14 @@ def _when(text: str | None, name: str) -> datetime | None:
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    import os
+
+    from ingest.airflow_env import CHECKOUT
+
+    demo_keys = CHECKOUT / ".secrets" / "demo-keys.env"
+    keyed = any(os.environ.get(v) for v in ("CDL_PSEUDONYM_KEY", "CDL_KEYS_FILE", "CDL_KEYS_CONN_ID"))
+    if not keyed and demo_keys.exists() and load_settings().env == "local":
+        os.environ["CDL_KEYS_FILE"] = str(demo_keys)  # the key `make run` created on this machine
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -130,6 +130,7 @@ class ConformedBatch:
     table: pa.Table
     hashes: list[str]
     rejected: list[Rejected]
+    identities: dict[str, tuple[str, str]] = field(default_factory=dict)  # token -> (kind, clear value)
 
 
 @dataclass
@@ -139,9 +140,13 @@ class Conformer:
     source: str
     dataset: Dataset
     extra_columns: dict[str, str] = field(default_factory=dict)
+    pseudonymiser: Any = None  # ingest.privacy.Pseudonymiser; required when the contract protects columns
 
     def __post_init__(self) -> None:
         self._declared = {c.field: c for c in self.dataset.columns}
+        self._protected = self.dataset.protected_columns
+        if self._protected and self.pseudonymiser is None:
+            raise ValueError(f"{self.source}.{self.dataset.name}: protected columns need a pseudonymiser")
 
     def columns(self) -> list[Column]:
         cols = list(self.dataset.columns)
@@ -206,16 +211,49 @@ class Conformer:
         values: dict[str, list[Any]] = {c.name: [] for c in columns}
         hashes: list[str] = []
         rejected: list[Rejected] = []
+        identities: dict[str, tuple[str, str]] = {}
         for rec in records:
             row, reason = self._conform_one(rec, columns, discard_fields)
+            if reason is None and self._protected:
+                reason = self._pseudonymise(rec, row, identities)
             if reason is not None:
                 rejected.append(Rejected(record=rec, reason=reason))
                 continue
             for name, value in row.items():
                 values[name].append(value)
-            hashes.append(record_hash(rec))
+            # Hash what is stored (tokens, not clear identifiers): a hash over a record holding an
+            # ID number would let anyone who knows the other fields brute-force the number.
+            stored = {**rec, **{c.field: row[c.name] for c in self._protected}} if self._protected else rec
+            hashes.append(record_hash(stored))
         table = pa.table(values, schema=self.arrow_schema())
-        return ConformedBatch(table=table, hashes=hashes, rejected=rejected)
+        return ConformedBatch(table=table, hashes=hashes, rejected=rejected, identities=identities)
+
+    def _pseudonymise(
+        self, rec: dict[str, Any], row: dict[str, Any], identities: dict[str, tuple[str, str]]
+    ) -> str | None:
+        """Validate and tokenise the protected columns of one row, in place; return a reject reason."""
+        from ingest.privacy import normalise, validate_mobile, validate_resident_id
+
+        for col in self._protected:
+            value = row[col.name]
+            if value is None:
+                continue
+            if col.validate_as == "resident_id":
+                check = validate_resident_id(value)
+                if not check.valid:
+                    return f"field '{col.field}': {check.reason}"
+            elif col.validate_as == "mobile":
+                check = validate_mobile(value)
+                if not check.valid:
+                    return f"field '{col.field}': {check.reason}"
+            kind = col.token_kind
+            try:
+                token = self.pseudonymiser.token(kind, value)
+            except ValueError as exc:
+                return f"field '{col.field}': {exc}"
+            identities[token] = (kind, normalise(kind, value))
+            row[col.name] = token
+        return None
 
     def _conform_one(
         self, rec: dict[str, Any], columns: list[Column], discard_fields: set[str]

@@ -25,6 +25,10 @@ ColumnType = Literal["string", "long", "double", "boolean", "timestamptz", "date
 Classification = Literal["public", "internal", "sensitive", "core"]
 Disposition = Literal["append", "merge", "replace"]
 SchemaChangePolicy = Literal["evolve", "freeze", "discard_row"]
+PersonalCategory = Literal["identifier", "contact", "name", "address", "health", "minor", "location"]
+DIRECT_IDENTIFIERS = {"identifier", "contact", "name"}
+# Which pseudonym family a protected column's values belong to (ingest.privacy.pseudonymise kinds).
+TOKEN_KIND = {"identifier": "id_number", "contact": "phone", "name": "name", "address": "address"}
 
 _DURATION = re.compile(r"^P(?:(?P<days>\d+)D)?(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?)?$")
 
@@ -52,6 +56,29 @@ class Column(_Strict):
         default=None, description="field name in the source record, if different"
     )
     not_before: str | None = Field(default=None, description="another column this value may not precede")
+    category: PersonalCategory | None = Field(default=None, description="kind of personal data, if any")
+    protect: Literal["tokenise"] | None = Field(
+        default=None,
+        description="tokenise: replaced by a keyed pseudonym at ingest; clear value to the identity zone",
+    )
+    validate_as: Literal["resident_id", "mobile", "uscc"] | None = Field(
+        default=None, description="identifier check; failures are quarantined"
+    )
+
+    @model_validator(mode="after")
+    def _direct_identifiers_are_protected(self) -> Column:
+        if self.category in DIRECT_IDENTIFIERS and self.protect is None:
+            raise ValueError(
+                f"column {self.name}: category {self.category!r} is a direct identifier and must declare "
+                "protect: tokenise (it may not reach the raw zone in the clear)"
+            )
+        if self.protect and self.category not in TOKEN_KIND:
+            raise ValueError(f"column {self.name}: protect needs a category of {sorted(TOKEN_KIND)}")
+        return self
+
+    @property
+    def token_kind(self) -> str | None:
+        return TOKEN_KIND.get(self.category or "") if self.protect else None
 
     @property
     def field(self) -> str:
@@ -104,6 +131,10 @@ class Dataset(_Strict):
         if self.disposition == "merge" and not self.primary_key:
             raise ValueError(f"dataset {self.name}: disposition 'merge' needs a primary_key")
         return self
+
+    @property
+    def protected_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.protect]
 
     def column(self, name: str) -> Column:
         for col in self.columns:

@@ -37,6 +37,9 @@ from ingest.lake.tables import (
     open_catalog,
     read_cursor,
 )
+from ingest.privacy import IdentityVault, LakeAuditSink, load_keys
+from ingest.privacy.sealed import SUFFIX as SEALED_SUFFIX
+from ingest.privacy.sealed import Sealer
 from ingest.settings import Settings, load_settings
 from ingest.sources import Page, SourceError, Window, connector_for
 
@@ -134,12 +137,28 @@ class _Context:
     storage: LakeStorage
     conformer: Conformer
     report: DatasetReport
+    sealer: Sealer | None = None  # set when the dataset carries direct identifiers
+    vault: IdentityVault | None = None
+
+    def seal(self, relpath: str, data: bytes) -> tuple[str, bytes]:
+        """Objects holding clear personal data are encrypted at rest (``.sealed``)."""
+        if self.sealer is None:
+            return relpath, data
+        relpath += SEALED_SUFFIX
+        return relpath, self.sealer.seal(relpath, data)
 
 
 def _open(source: Source, dataset: Dataset, settings: Settings | None, run_id: str) -> tuple[_Context, Table]:
     settings = settings or load_settings()
     storage = LakeStorage(settings)
-    conformer = Conformer(source.name, dataset)
+    sealer = vault = pseudonymiser = None
+    if dataset.protected_columns:
+        # Refuses to run (PrivacyKeyMissing, with what to do) when the keys are not configured.
+        keys = load_keys()
+        pseudonymiser = keys.pseudonymiser()
+        sealer = Sealer(keys.vault_key, "landing")
+        vault = IdentityVault(storage, keys.vault_key, LakeAuditSink(storage))
+    conformer = Conformer(source.name, dataset, pseudonymiser=pseudonymiser)
     report = DatasetReport(
         source=source.name,
         dataset=dataset.name,
@@ -154,7 +173,7 @@ def _open(source: Source, dataset: Dataset, settings: Settings | None, run_id: s
     for fld in table.schema().fields:
         if fld.name not in known:
             conformer.extra_columns[fld.name] = _iceberg_to_contract_type(fld)
-    return _Context(source, dataset, settings, storage, conformer, report), table
+    return _Context(source, dataset, settings, storage, conformer, report, sealer, vault), table
 
 
 def _load_pages(
@@ -170,17 +189,20 @@ def _load_pages(
         # The cursor moves to the newest value actually received (never past the window end), not
         # to our own clock: a source whose clock lags ours must not lose the rows in between.
         max_seen: datetime | None = None
+        identities: dict[str, tuple[str, str]] = {}
         with quarantine_file.open("w", encoding="utf-8") as qfh:
             for landing_rel, page in pages:
                 report.pages += 1
                 if land:
-                    storage.write_bytes(landing_rel, page.payload)
+                    landing_rel, sealed = ctx.seal(landing_rel, page.payload)
+                    storage.write_bytes(landing_rel, sealed)
                 report.records_received += len(page.records)
                 batch = ctx.conformer.conform(page.records)
                 for rej in batch.rejected:
                     line = {"reason": rej.reason, "landing_path": landing_rel, "record": rej.record}
                     qfh.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
                 report.quarantined += len(batch.rejected)
+                identities.update(batch.identities)
                 n = batch.table.num_rows
                 staged.add(
                     batch.table.append_column(META_FIELDS[0], pa.array(batch.hashes, pa.string()))
@@ -199,6 +221,9 @@ def _load_pages(
         else:
             report.cursor_after = report.cursor_before
 
+        if identities and ctx.vault is not None:
+            # Before the commit: rows never reference a token whose identity is not on record.
+            ctx.vault.put(safe_run_id(report.run_id), identities)
         result = commit_run(
             open_catalog(ctx.settings),
             (RAW_NAMESPACE, table_name(source.name, dataset.name)),
@@ -224,8 +249,10 @@ def _load_pages(
         if report.quarantined:
             load_date = report.landing_prefix.split("load_date=", 1)[-1].split("/", 1)[0]
             storage.write_bytes(
-                f"quarantine/{source.name}/{dataset.name}/load_date={load_date}/{safe_run_id(report.run_id)}.jsonl",
-                quarantine_file.read_bytes(),
+                *ctx.seal(
+                    f"quarantine/{source.name}/{dataset.name}/load_date={load_date}/{safe_run_id(report.run_id)}.jsonl",
+                    quarantine_file.read_bytes(),
+                )
             )
             log.warning(
                 "%s.%s: %d record(s) quarantined (see quarantine/%s/%s/)",
@@ -358,7 +385,7 @@ def replay_dataset(
         files = [
             f for f in storage.list(rec["landing_prefix"] + "/") if not f.rsplit("/", 1)[-1].startswith("_")
         ]
-        pages = ((rel, parser(storage.read_bytes(rel), label=rel)) for rel in files)
+        pages = ((rel, parser(_unseal(ctx, rel, storage.read_bytes(rel)), label=rel)) for rel in files)
         cap = datetime.fromisoformat(rec["cursor_after"]) if rec.get("cursor_after") else None
         try:
             _load_pages(ctx, pages, land=False, cursor_cap=cap)
@@ -368,6 +395,16 @@ def replay_dataset(
         _finish(ctx, started, None)
         reports.append(report)
     return reports
+
+
+def _unseal(ctx: _Context, relpath: str, data: bytes) -> bytes:
+    if not relpath.endswith(SEALED_SUFFIX):
+        return data
+    if ctx.sealer is None:
+        raise RuntimeError(
+            f"{relpath} is sealed but {ctx.source.name}.{ctx.dataset.name} has no keys configured"
+        )
+    return ctx.sealer.open(relpath, data)
 
 
 def _names(report: DatasetReport) -> tuple[str, str]:

@@ -29,7 +29,13 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 for var in ("LAKE_URL", "ICEBERG_CATALOG_URI", "WAREHOUSE_PATH", "OPEN311_BASE_URL", "OPEN311_API_KEY"):
     os.environ.pop(var, None)
 
+from ingest.privacy import ensure_demo_keys  # noqa: E402
 from ingest.settings import Settings, load_settings  # noqa: E402
+
+# One key pair for the session (subprocesses and Airflow inherit it).
+for var in ("CDL_PSEUDONYM_KEY", "CDL_IDENTITY_KEY", "CDL_KEYS_CONN_ID"):
+    os.environ.pop(var, None)
+os.environ["CDL_KEYS_FILE"] = str(ensure_demo_keys(Path(tempfile.mkdtemp(prefix="cdl-keys-")) / "keys.env"))
 from ingest.simulator import District, SimulatorServer  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

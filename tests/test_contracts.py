@@ -9,6 +9,7 @@ import yaml
 
 from ingest.conform import Conformer, SchemaDriftError
 from ingest.contracts import REGISTRY_DIR, Source, load_registry, parse_duration
+from ingest.privacy import load_keys
 
 REQUESTS = load_registry().source("open311").dataset("service_requests")
 GOOD = {
@@ -21,8 +22,11 @@ GOOD = {
 }
 
 
+PSEUDONYMISER = load_keys().pseudonymiser()
+
+
 def conform(records, dataset=REQUESTS):
-    return Conformer("open311", dataset).conform(records)
+    return Conformer("open311", dataset, pseudonymiser=PSEUDONYMISER).conform(records)
 
 
 def test_registry_declares_every_column_with_a_classification_level():
@@ -90,7 +94,7 @@ def test_same_content_same_hash_different_content_different_hash():
 
 def test_drift_policies():
     drifted = {**GOOD, "satisfaction_score": 4}
-    evolving = Conformer("open311", REQUESTS)
+    evolving = Conformer("open311", REQUESTS, pseudonymiser=PSEUDONYMISER)
     assert evolving.conform([drifted]).table.column("satisfaction_score").to_pylist() == [4]
     assert evolving.extra_columns == {"satisfaction_score": "long"}
 
@@ -107,3 +111,53 @@ def test_drift_policies():
     batch = conform([GOOD, drifted], discarding)
     assert batch.table.num_rows == 1
     assert "satisfaction_score" in batch.rejected[0].reason
+
+
+REQUESTER = {
+    "account_id": "11010519491231002X",
+    "first_name": "建国",
+    "last_name": "王",
+    "phone": "+86 138-0013-8000",
+}
+
+
+def test_direct_identifiers_are_tokenised_and_their_clear_values_kept_for_the_identity_zone():
+    batch = conform([{**GOOD, **REQUESTER}])
+    row = batch.table.to_pylist()[0]
+    assert (
+        row["account_id"].startswith("id_")
+        and row["phone"].startswith("ph_")
+        and row["last_name"].startswith("nm_")
+    )
+    assert "11010519491231002X" not in str(row) and "13800138000" not in str(row) and "建国" not in str(row)
+    assert batch.identities[row["account_id"]] == ("id_number", "11010519491231002X")
+    assert batch.identities[row["phone"]] == ("phone", "13800138000")
+    # the same person in another format gets the same token
+    again = conform([{**GOOD, **REQUESTER, "account_id": "11010519491231002x", "phone": "13800138000"}])
+    assert again.table.to_pylist()[0]["account_id"] == row["account_id"]
+    assert again.table.to_pylist()[0]["phone"] == row["phone"]
+
+
+def test_invalid_resident_id_numbers_are_quarantined_without_repeating_the_number():
+    bad = {**GOOD, **REQUESTER, "account_id": "110105194912310021"}  # wrong check character
+    batch = conform([bad])
+    (rejected,) = batch.rejected
+    assert rejected.reason.startswith("field 'account_id': ") and "check" in rejected.reason
+    assert "110105194912310021" not in rejected.reason
+
+
+def test_a_direct_identifier_without_protection_is_rejected_by_the_contract():
+    data = yaml.safe_load((REGISTRY_DIR / "open311.yml").read_text())
+    column = next(c for c in data["datasets"][1]["columns"] if c["name"] == "phone")
+    del column["protect"]
+    with pytest.raises(ValueError, match="phone.*must declare"):
+        Source.model_validate(data)
+
+
+def test_protected_datasets_refuse_to_run_without_a_key():
+    from ingest.privacy import PrivacyKeyMissing
+
+    with pytest.raises(PrivacyKeyMissing, match="CDL_PSEUDONYM_KEY"):
+        load_keys({})
+    with pytest.raises(ValueError, match="need a pseudonymiser"):
+        Conformer("open311", REQUESTS)

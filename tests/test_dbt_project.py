@@ -80,6 +80,7 @@ SERVICE_REQUESTS_SCHEMA = pa.schema(
         pa.field("long", pa.float64()),
         pa.field("media_url", pa.string()),
         pa.field("channel", pa.string()),
+        pa.field("account_id", pa.string()),
         *METADATA_FIELDS,
     ]
 )
@@ -136,6 +137,7 @@ def _request(
         "long": 121.47,
         "media_url": None,
         "channel": channel,
+        "account_id": f"id_{request_id.encode().hex():0>32}"[:35],
     }
 
 

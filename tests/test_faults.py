@@ -22,6 +22,8 @@ from ingest.contracts import load_registry
 from ingest.lake.storage import LakeStorage
 from ingest.lake.tables import RAW_NAMESPACE, open_catalog, read_cursor
 from ingest.pipeline import replay_dataset, run_source
+from ingest.privacy import load_keys
+from ingest.privacy.sealed import Sealer
 from ingest.simulator import DirtConfig, SimulatorServer
 from ingest.simulator.open311 import Fault
 from ingest.sources import SourceError
@@ -193,7 +195,8 @@ def test_schema_drift_is_handled_per_contract_policy(lake, district, fault_matri
             else:
                 storage = LakeStorage(lake)
                 (qfile,) = storage.list("quarantine/open311/service_requests/")
-                reasons = {json.loads(x)["reason"] for x in storage.read_bytes(qfile).decode().splitlines()}
+                opened = Sealer(load_keys().vault_key, "landing").open(qfile, storage.read_bytes(qfile))
+                reasons = {json.loads(x)["reason"] for x in opened.decode().splitlines()}
                 assert reasons and all(r.startswith("field 'lat' is not a number") for r in reasons)
                 found, expected = (table.num_rows, report.quarantined), (0, truth(district))
     fault_matrix.record(f"schema drift: {dirt}", f"{policy}: {outcome}", expected, found)

@@ -14,6 +14,8 @@ from ingest.contracts import load_registry
 from ingest.lake.storage import LakeStorage
 from ingest.lake.tables import RAW_NAMESPACE, open_catalog, read_cursor
 from ingest.pipeline import run_dataset, run_source
+from ingest.privacy import load_keys
+from ingest.privacy.sealed import Sealer
 from ingest.simulator import DirtConfig, District, SimulatorServer
 from ingest.simulator.open311 import Fault
 from ingest.sources import SourceError
@@ -63,8 +65,11 @@ def test_first_load_matches_simulator_ground_truth(lake, district, simulator):
     storage = LakeStorage(lake)
     landed = storage.list(reports["service_requests"].landing_prefix)
     assert len(landed) == reports["service_requests"].pages
-    first = json.loads(storage.read_bytes(landed[0]))
-    assert isinstance(first, list) and "service_request_id" in first[0]
+    # payloads with personal data are sealed at rest; opened with the key they are as received
+    assert all(p.endswith(".json.sealed") for p in landed)
+    sealer = Sealer(load_keys().vault_key, "landing")
+    first = json.loads(sealer.open(landed[0], storage.read_bytes(landed[0])))
+    assert isinstance(first, list) and "service_request_id" in first[0] and "account_id" in first[0]
     audit = storage.list("audit/runs/open311/service_requests/")
     assert json.loads(storage.read_bytes(audit[-1]))["rows_inserted"] == len(district.requests())
 
@@ -121,7 +126,9 @@ def test_malformed_records_are_quarantined_with_reasons(lake, district):
     assert report.quarantined == len(dirty)
     storage = LakeStorage(lake)
     (qfile,) = storage.list("quarantine/open311/service_requests/")
-    quarantined = [json.loads(line) for line in storage.read_bytes(qfile).decode().splitlines()]
+    assert qfile.endswith(".jsonl.sealed")
+    opened = Sealer(load_keys().vault_key, "landing").open(qfile, storage.read_bytes(qfile))
+    quarantined = [json.loads(line) for line in opened.decode().splitlines()]
     assert {q["record"]["service_request_id"] for q in quarantined} == dirty
     reasons = " ".join(q["reason"] for q in quarantined)
     assert "required field" in reasons and "is before 'requested_datetime'" in reasons
@@ -202,3 +209,33 @@ def test_late_rows_within_the_lookback_are_picked_up(lake, district, simulator):
     assert report["service_requests"].rows_inserted == 0
     assert rows(lake).num_rows == len(district.requests())
     assert cursor - timedelta(hours=1) < datetime.fromisoformat(read_cursor(table(lake)))
+
+
+def test_without_a_pseudonym_key_the_pipeline_refuses_to_run(lake, simulator, monkeypatch):
+    from ingest.privacy import PrivacyKeyMissing
+
+    monkeypatch.delenv("CDL_KEYS_FILE")
+    with pytest.raises(PrivacyKeyMissing, match="refuses to run"):
+        load(lake, simulator, datasets=["service_requests"])
+    assert not open_catalog(lake).table_exists((RAW_NAMESPACE, "open311__service_requests"))
+    assert not LakeStorage(lake).list("landing/")
+
+
+def test_requesters_are_pseudonymised_and_their_identities_kept_in_the_vault(lake, district, simulator):
+    from ingest.privacy import IdentityVault, LakeAuditSink
+
+    load(lake, simulator)
+    got = rows(lake).select(["service_request_id", "account_id", "phone"]).to_pylist()
+    by_id = {r["service_request_id"]: r for r in got}
+    keys = load_keys()
+    vault = IdentityVault(LakeStorage(lake), keys.vault_key, LakeAuditSink(LakeStorage(lake)))
+    sample = [district.requester_of(i) for i in list(by_id)[:10]]
+    tokens = [by_id[i]["account_id"] for i in list(by_id)[:10]]
+    clear = vault.resolve(tokens, purpose="test: verify pseudonymisation", actor="pytest")
+    assert [clear[t] for t in tokens] == [r.id_number for r in sample]
+    assert LakeStorage(lake).list("audit/identity/"), "the read of the identity zone was audited"
+    # the same resident filing twice carries the same token
+    per_resident: dict[str, set[str]] = {}
+    for rid, row in by_id.items():
+        per_resident.setdefault(district.requester_of(rid).id_number, set()).add(row["account_id"])
+    assert all(len(t) == 1 for t in per_resident.values())

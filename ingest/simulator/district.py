@@ -194,6 +194,7 @@ class ServiceRequest:
     events: list[RequestEvent]
     visible: int = 0  # index of the latest event at or before the district clock
     published: PublishedRequest | None = None
+    requester: Resident | None = None  # who filed it (served in the GeoReport v2 POST fields)
 
     @property
     def expected(self) -> datetime:
@@ -225,6 +226,17 @@ class ServiceRequest:
             "media_url": self.media_url,
             "channel": self.channel,
         }
+        if self.requester is not None:
+            # The hotline's internal export carries who filed the request, in the GeoReport v2
+            # POST field names; account_id is the resident ID number the hotline keys people by.
+            data.update(
+                {
+                    "account_id": self.requester.id_number,
+                    "first_name": self.requester.name[1:],
+                    "last_name": self.requester.name[:1],
+                    "phone": self.requester.mobile,
+                }
+            )
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
         return PublishedRequest(
             self.request_id, self.requested, event.at, event.status, self.service.service_code, data, body
@@ -746,6 +758,7 @@ class District:
                 agency,
                 media_url,
                 _timeline(rng, service, requested, agency, self._street_office(building)),
+                requester=requester,
             )
             self._requests.append(request)
             self._request_by_id[request_id] = request

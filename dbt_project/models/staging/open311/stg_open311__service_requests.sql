@@ -13,6 +13,7 @@ renamed as (
         cast(service_request_id as varchar) as service_request_id,
         cast(service_code as varchar) as service_code,
         cast(address_id as varchar) as address_id,
+        cast(account_id as varchar) as requester_token,
 
         ----------  strings
         cast(service_name as varchar) as service_name,
