@@ -34,7 +34,14 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(PY) -m ingest setup
 	@touch $@
 
-setup: $(VENV)/.synced
+# pyCANON (k-anonymity checks in the tests) pins numpy/pandas exactly, so it lives in its own venv.
+ANON_VENV := $(CURDIR)/.venv-anon
+$(ANON_VENV)/.synced: tests/anonymity/requirements.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python 3.11 $(ANON_VENV)
+	$(UV) pip install --quiet --python $(ANON_VENV)/bin/python -r tests/anonymity/requirements.txt
+	@touch $@
+
+setup: $(VENV)/.synced $(ANON_VENV)/.synced
 
 run: setup
 	$(PY) -m ingest demo --residents $(RESIDENTS)

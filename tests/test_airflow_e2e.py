@@ -162,3 +162,44 @@ def test_leak_scan_finds_no_clear_identifier_outside_the_identity_zone(pipeline,
     # and the identity zone does hold them — encrypted, so not even there in the clear
     identity_files, identity_hits = scan_files([lake / "identity"], needles)
     assert identity_files >= 1 and identity_hits == []
+
+
+def k_of(rows: list[tuple], quasi_identifiers: list[str], path: Path) -> int:
+    """k of the people behind aggregate rows (each row expanded to one record per person), by pyCANON."""
+    import csv
+    import subprocess
+
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(quasi_identifiers)
+        for *qi, people in rows:
+            writer.writerows([qi] * people)
+    anon_python = Path(__file__).resolve().parents[1] / ".venv-anon" / "bin" / "python"
+    script = Path(__file__).parent / "anonymity" / "k_anonymity.py"
+    proc = subprocess.run(
+        [str(anon_python), str(script), str(path), ",".join(quasi_identifiers)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return int(proc.stdout.strip().splitlines()[-1])
+
+
+def test_open_data_mart_is_k_anonymous_after_small_cell_suppression(pipeline, tmp_path):
+    qi = ["grid_code", "service_code", "request_month"]
+    con = duckdb.connect(str(pipeline["settings"].warehouse_path), read_only=True)
+    published = con.execute(
+        f"select {', '.join(qi)}, requesters from open_data.open_service_requests_by_grid"
+    ).fetchall()
+    con.close()
+    assert published, "something must be published"
+    assert k_of(published, qi, tmp_path / "published.csv") >= 5
+
+    # Positive control: the unsuppressed cells of the same data are NOT 5-anonymous.
+    requests = pipeline["district"].requests()
+    raw: dict[tuple, set[str]] = {}
+    for r in requests:
+        key = (r["grid_code"], r["service_code"], r["requested_datetime"][:7] + "-01")
+        raw.setdefault(key, set()).add(r["account_id"])
+    raw_rows = [(*k, len(v)) for k, v in raw.items()]
+    assert k_of(raw_rows, qi, tmp_path / "raw.csv") < 5
+    # every published row really is an aggregate of at least 5 people
+    assert min(row[-1] for row in published) >= 5

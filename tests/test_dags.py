@@ -55,7 +55,10 @@ def test_warehouse_runs_on_raw_assets_gated_by_quality(dagbag):
     build = dag.get_task("dbt_build")
     assert build.pool == "warehouse"
     assert {t.task_id for t in build.upstream_list} == {"check_raw_open311__service_requests"}
-    assert {t.task_id for t in build.downstream_list} == {"check_marts_governance__service_requests_daily"}
+    assert {t.task_id for t in build.downstream_list} == {
+        "check_marts_governance__service_requests_daily",
+        "check_marts_open_data__service_requests_by_grid",
+    }
 
 
 GUARD = """

@@ -81,6 +81,8 @@ SERVICE_REQUESTS_SCHEMA = pa.schema(
         pa.field("media_url", pa.string()),
         pa.field("channel", pa.string()),
         pa.field("account_id", pa.string()),
+        pa.field("grid_code", pa.string()),
+        pa.field("community_code", pa.string()),
         *METADATA_FIELDS,
     ]
 )
@@ -138,6 +140,8 @@ def _request(
         "media_url": None,
         "channel": channel,
         "account_id": f"id_{request_id.encode().hex():0>32}"[:35],
+        "grid_code": "GD0001",
+        "community_code": "CM01",
     }
 
 

@@ -401,6 +401,7 @@ def test_requester_fields_identify_the_requester_and_nothing_else_is_personal(di
         assert row["account_id"] == requester.id_number
         assert row["last_name"] + row["first_name"] == requester.name
         assert row["phone"] == requester.mobile
+        assert (row["grid_code"], row["community_code"]) == (requester.grid_id, requester.community_id)
     names = {r.name for r in d.residents}
     numbers = [r.id_number for r in d.residents] + [r.mobile for r in d.residents if r.mobile]
     for row in rows:

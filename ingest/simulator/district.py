@@ -235,6 +235,9 @@ class ServiceRequest:
                     "first_name": self.requester.name[1:],
                     "last_name": self.requester.name[:1],
                     "phone": self.requester.mobile,
+                    # grid-management tags (网格化管理) the district adds to every request
+                    "grid_code": self.requester.grid_id,
+                    "community_code": self.requester.community_id,
                 }
             )
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
