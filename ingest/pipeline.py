@@ -31,6 +31,7 @@ from ingest.lake.storage import LakeStorage
 from ingest.lake.tables import (
     META_FIELDS,
     RAW_NAMESPACE,
+    CommitSpec,
     StagedRun,
     commit_run,
     ensure_table,
@@ -228,16 +229,18 @@ def _load_pages(
             open_catalog(ctx.settings),
             (RAW_NAMESPACE, table_name(source.name, dataset.name)),
             staged,
-            disposition=dataset.disposition,
-            primary_key=dataset.primary_key,
-            order_by=dataset.cursor.field if dataset.cursor else None,
-            cursor=report.cursor_after,
-            run_id=report.run_id,
-            snapshot_properties={
-                "ingest.run-id": report.run_id,
-                "ingest.source": source.name,
-                "ingest.window": f"{report.window_since}..{report.window_until}",
-            },
+            CommitSpec(
+                disposition=dataset.disposition,
+                primary_key=dataset.primary_key,
+                order_by=dataset.cursor.field if dataset.cursor else None,
+                cursor=report.cursor_after,
+                run_id=report.run_id,
+                snapshot_properties={
+                    "ingest.run-id": report.run_id,
+                    "ingest.source": source.name,
+                    "ingest.window": f"{report.window_since}..{report.window_until}",
+                },
+            ),
         )
         report.rows_inserted = result.rows_inserted
         report.rows_updated = result.rows_updated

@@ -206,26 +206,27 @@ def _diff(
     return con, "select * from changed", delete_keys, total - changed
 
 
+@dataclass(frozen=True)
+class CommitSpec:
+    """How a run's rows go into its table."""
+
+    disposition: str  # append | merge | replace
+    primary_key: list[str]
+    order_by: str | None  # newest version per key wins, by this column
+    cursor: str | None  # stored in the table properties with the rows
+    run_id: str
+    snapshot_properties: dict[str, str]
+
+
 def commit_run(
-    catalog: SqlCatalog,
-    identifier: tuple[str, str],
-    staged: StagedRun,
-    *,
-    disposition: str,
-    primary_key: list[str],
-    order_by: str | None,
-    cursor: str | None,
-    run_id: str,
-    snapshot_properties: dict[str, str],
+    catalog: SqlCatalog, identifier: tuple[str, str], staged: StagedRun, spec: CommitSpec
 ) -> CommitResult:
     result = CommitResult(rows_staged=staged.rows)
     for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
         result.attempts = attempt
         table = catalog.load_table(identifier)
         try:
-            _commit_once(
-                table, staged, result, disposition, primary_key, order_by, cursor, run_id, snapshot_properties
-            )
+            _commit_once(table, staged, result, spec)
             return result
         except CommitFailedException as exc:
             if attempt == MAX_COMMIT_ATTEMPTS:
@@ -243,17 +244,9 @@ def commit_run(
     return result
 
 
-def _commit_once(
-    table: Table,
-    staged: StagedRun,
-    result: CommitResult,
-    disposition: str,
-    primary_key: list[str],
-    order_by: str | None,
-    cursor: str | None,
-    run_id: str,
-    snapshot_properties: dict[str, str],
-) -> None:
+def _commit_once(table: Table, staged: StagedRun, result: CommitResult, spec: CommitSpec) -> None:
+    disposition, primary_key, cursor, run_id = spec.disposition, spec.primary_key, spec.cursor, spec.run_id
+    snapshot_properties = spec.snapshot_properties
     old_cursor = read_cursor(table)
     advance_cursor = cursor is not None and (old_cursor is None or cursor > old_cursor)
     result.rows_inserted = result.rows_updated = result.rows_deleted = result.rows_unchanged = 0
@@ -268,7 +261,7 @@ def _commit_once(
 
     lookup = [*primary_key, "_record_hash"] if primary_key else ["_record_hash"]
     existing = table.scan(selected_fields=tuple(lookup)).to_arrow()
-    con, select_sql, delete_keys, unchanged = _diff(staged, existing, primary_key, order_by, disposition)
+    con, select_sql, delete_keys, unchanged = _diff(staged, existing, primary_key, spec.order_by, disposition)
     try:
         target = table.schema().as_arrow()
         incoming_schema = staged.schema
