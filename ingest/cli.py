@@ -120,6 +120,31 @@ def replay(
 
 
 @app.command()
+def erase(
+    actor: Annotated[str, typer.Option(help="who is carrying out the request (recorded in the audit)")],
+    id_number: Annotated[str | None, typer.Option(help="the resident's ID number")] = None,
+    token: Annotated[str | None, typer.Option(help="or the resident's pseudonym token")] = None,
+    purpose: Annotated[str, typer.Option(help="recorded in the audit")] = "erasure request (PIPL art. 47)",
+    no_build: Annotated[bool, typer.Option("--no-build", help="do not rebuild the warehouse")] = False,
+    lake: LakeOption = None,
+) -> None:
+    """Erase one resident from raw tables, landing, quarantine, identity zone and warehouse."""
+    from dataclasses import asdict
+
+    from ingest.erasure import erase_resident
+
+    report = erase_resident(
+        id_number=id_number,
+        token=token,
+        actor=actor,
+        purpose=purpose,
+        settings=_settings(lake),
+        rebuild_warehouse=not no_build,
+    )
+    typer.echo(json.dumps(asdict(report), indent=2))
+
+
+@app.command()
 def status(lake: LakeOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Per dataset: rows, cursor, last successful run, quarantine, freshness against the SLA."""
     from dataclasses import asdict

@@ -131,6 +131,7 @@ class ConformedBatch:
     hashes: list[str]
     rejected: list[Rejected]
     identities: dict[str, tuple[str, str]] = field(default_factory=dict)  # token -> (kind, clear value)
+    erased: int = 0  # rows of residents who asked to be erased, dropped
 
 
 @dataclass
@@ -141,6 +142,7 @@ class Conformer:
     dataset: Dataset
     extra_columns: dict[str, str] = field(default_factory=dict)
     pseudonymiser: Any = None  # ingest.privacy.Pseudonymiser; required when the contract protects columns
+    erased: set[str] = field(default_factory=set)  # tokens of erased residents: their rows are dropped
 
     def __post_init__(self) -> None:
         self._declared = {c.field: c for c in self.dataset.columns}
@@ -212,10 +214,18 @@ class Conformer:
         hashes: list[str] = []
         rejected: list[Rejected] = []
         identities: dict[str, tuple[str, str]] = {}
+        erased = 0
         for rec in records:
             row, reason = self._conform_one(rec, columns, discard_fields)
             if reason is None and self._protected:
                 reason = self._pseudonymise(rec, row, identities)
+                if (
+                    reason is None
+                    and self.erased
+                    and any(row[c.name] in self.erased for c in self._protected)
+                ):
+                    erased += 1
+                    continue
             if reason is not None:
                 rejected.append(Rejected(record=rec, reason=reason))
                 continue
@@ -226,7 +236,12 @@ class Conformer:
             stored = {**rec, **{c.field: row[c.name] for c in self._protected}} if self._protected else rec
             hashes.append(record_hash(stored))
         table = pa.table(values, schema=self.arrow_schema())
-        return ConformedBatch(table=table, hashes=hashes, rejected=rejected, identities=identities)
+        if erased:
+            # no clear value of an erased resident may reach the identity zone again
+            identities = {t: v for t, v in identities.items() if t not in self.erased}
+        return ConformedBatch(
+            table=table, hashes=hashes, rejected=rejected, identities=identities, erased=erased
+        )
 
     def _pseudonymise(
         self, rec: dict[str, Any], row: dict[str, Any], identities: dict[str, tuple[str, str]]

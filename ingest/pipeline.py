@@ -64,6 +64,7 @@ class DatasetReport:
     rows_deleted: int = 0
     rows_unchanged: int = 0
     quarantined: int = 0
+    erased_skipped: int = 0
     committed: bool = False
     commit_attempts: int = 0
     snapshot_id: int | None = None
@@ -160,6 +161,10 @@ def _open(source: Source, dataset: Dataset, settings: Settings | None, run_id: s
         sealer = Sealer(keys.vault_key, "landing")
         vault = IdentityVault(storage, keys.vault_key, LakeAuditSink(storage))
     conformer = Conformer(source.name, dataset, pseudonymiser=pseudonymiser)
+    if dataset.protected_columns:
+        from ingest.erasure import ErasureRegister
+
+        conformer.erased = ErasureRegister(storage, Sealer(keys.vault_key, "erasure")).tokens()
     report = DatasetReport(
         source=source.name,
         dataset=dataset.name,
@@ -204,6 +209,7 @@ def _load_pages(
                     qfh.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
                 report.quarantined += len(batch.rejected)
                 identities.update(batch.identities)
+                report.erased_skipped += batch.erased
                 n = batch.table.num_rows
                 staged.add(
                     batch.table.append_column(META_FIELDS[0], pa.array(batch.hashes, pa.string()))

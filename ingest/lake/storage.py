@@ -84,6 +84,16 @@ class LakeStorage:
         with self.fs.open_input_stream(self._path(relpath)) as fh:
             return fh.read()
 
+    def delete(self, relpath: str) -> None:
+        self.fs.delete_file(self._path(relpath))
+
+    def relpath_of(self, uri: str) -> str:
+        """The lake-relative path of a full location (as pyiceberg reports data files)."""
+        for prefix in (f"file://{self.url}/", f"{self.url}/"):
+            if uri.startswith(prefix):
+                return uri[len(prefix) :]
+        raise ValueError(f"{uri} is not inside the lake {self.url}")
+
     def exists(self, relpath: str) -> bool:
         return self.fs.get_file_info(self._path(relpath)).type != pafs.FileType.NotFound
 

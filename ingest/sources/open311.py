@@ -11,7 +11,7 @@ happens in the lake writer, on the primary key.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -88,6 +88,15 @@ class Open311Connector:
     def _fetch(self, endpoint: str, params: dict[str, Any], *, label: str) -> Page:
         response = self.client.get(endpoint, params, what=f"GET {endpoint} ({label})")
         return self.parse(response.content, label=label, source=self.source)
+
+    @staticmethod
+    def without(payload: bytes, keep_record: Callable[[dict[str, Any]], bool]) -> tuple[bytes, int]:
+        """The payload minus the records ``keep_record`` rejects (erasure requests): (bytes, removed)."""
+        records = json.loads(payload)
+        kept = [r for r in records if keep_record(r)]
+        if len(kept) == len(records):
+            return payload, 0
+        return json.dumps(kept, ensure_ascii=False, separators=(",", ":")).encode(), len(records) - len(kept)
 
     @staticmethod
     def parse(payload: bytes, *, label: str, source: str = "open311") -> Page:

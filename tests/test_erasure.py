@@ -1,0 +1,110 @@
+"""An erasure request removes one resident from every zone, and keeps them out."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+from pyiceberg.expressions import EqualTo
+
+from ingest.contracts import load_registry
+from ingest.erasure import erase_resident
+from ingest.lake.storage import LakeStorage
+from ingest.lake.tables import RAW_NAMESPACE, open_catalog
+from ingest.pipeline import replay_dataset, run_source
+from ingest.privacy import IdentityVault, LakeAuditSink, load_keys
+from ingest.privacy.sealed import Sealer
+from ingest.warehouse import build
+from tests.leakscan import scan_files, scan_warehouse
+
+pytestmark = pytest.mark.integration
+UNTIL = datetime(2026, 12, 1, tzinfo=UTC)
+TABLE = (RAW_NAMESPACE, "open311__service_requests")
+
+
+def landed_records(lake) -> list[dict]:
+    storage, sealer = LakeStorage(lake), Sealer(load_keys().vault_key, "landing")
+    out = []
+    for rel in storage.list("landing/open311/service_requests/"):
+        out += json.loads(sealer.open(rel, storage.read_bytes(rel)))
+    return out
+
+
+def test_erasure_removes_the_resident_everywhere_and_keeps_them_out(lake, district, simulator):
+    run_source("open311", until=UNTIL, base_url=simulator.open311_url, settings=lake)
+    district.advance(days=1, new_requests=5)
+    run_source(
+        "open311", until=UNTIL, base_url=simulator.open311_url, settings=lake
+    )  # two snapshots, two pages
+    build(lake)
+    filed = Counter(district.requester_of(r["service_request_id"]).id_number for r in district.requests())
+    id_number, their_requests = filed.most_common(1)[0]
+    resident = next(r for r in district.residents if r.id_number == id_number)
+    token = load_keys().pseudonymiser().token("id_number", id_number)
+    table = open_catalog(lake).load_table(TABLE)
+    assert table.scan(row_filter=EqualTo("account_id", token)).to_arrow().num_rows == their_requests
+    landed_before = len(landed_records(lake))
+
+    report = erase_resident(
+        id_number=id_number, actor="clerk-07", purpose="resident's erasure request", settings=lake
+    )
+
+    # raw: no row, no data file, no snapshot that still holds them; everyone else untouched
+    table = open_catalog(lake).load_table(TABLE)
+    assert report.rows_deleted["raw.open311__service_requests"] == their_requests
+    assert table.scan(row_filter=EqualTo("account_id", token)).to_arrow().num_rows == 0
+    assert table.scan().to_arrow().num_rows == len(district.requests()) - their_requests
+    assert len(list(table.snapshots())) == 1 and report.data_files_removed >= 1
+    needles = {id_number, token, resident.name} | ({resident.mobile} if resident.mobile else set())
+    raw_files, raw_hits = scan_files([Path(lake.lake_url) / "raw"], {token})
+    assert raw_files and raw_hits == []
+    # landing: their records are gone from the sealed payloads; nobody else's
+    landed = landed_records(lake)
+    assert all(r.get("account_id") != id_number for r in landed)
+    assert len(landed) == landed_before - report.landing_records_removed
+    # identity zone: their ID number can no longer be resolved
+    storage = LakeStorage(lake)
+    vault = IdentityVault(storage, load_keys().vault_key, LakeAuditSink(storage))
+    assert vault.resolve([token], purpose="erasure check", actor="pytest") == {}
+    # warehouse rebuilt without them
+    assert report.warehouse_rebuilt
+    relations, hits = scan_warehouse(lake.warehouse_path, needles)
+    assert relations >= 4 and hits == []
+    con = duckdb.connect(str(lake.warehouse_path), read_only=True)
+    assert con.execute("select sum(requests_received) from marts.mart_service_requests_daily").fetchone()[
+        0
+    ] == (len(district.requests()) - their_requests)
+    con.close()
+    # audited, without identifiers
+    (audit,) = storage.list("audit/erasure/")
+    text = storage.read_bytes(audit).decode()
+    assert "clerk-07" in text and id_number not in text and token not in text
+
+    # the source still has them: a re-run of the whole window must not bring them back
+    again = run_source(
+        "open311",
+        until=UNTIL,
+        since=datetime(2025, 1, 1, tzinfo=UTC),
+        base_url=simulator.open311_url,
+        settings=lake,
+        datasets=["service_requests"],
+    )[0]
+    assert again.erased_skipped == their_requests
+    assert (
+        open_catalog(lake).load_table(TABLE).scan(row_filter=EqualTo("account_id", token)).to_arrow().num_rows
+        == 0
+    )
+    # nor a replay of the landing zone
+    source = load_registry().source("open311")
+    requests = source.dataset("service_requests")
+    replay_dataset(
+        source, requests, from_date="2026-01-01", to_date="2026-12-31", rebuild=True, settings=lake
+    )
+    assert (
+        open_catalog(lake).load_table(TABLE).scan(row_filter=EqualTo("account_id", token)).to_arrow().num_rows
+        == 0
+    )
