@@ -67,6 +67,38 @@ def sources() -> None:
 
 
 @app.command()
+def classify(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The classification register: every column of every contract, its level and protection."""
+    from ingest.contracts import load_registry
+
+    rows = [
+        {
+            "source": src.name,
+            "dataset": ds.name,
+            "column": col.name,
+            "type": col.type,
+            "level": col.classification,
+            "category": col.category or "-",
+            "protection": col.protect or "-",
+            "check": col.validate_as or "-",
+            "owner": src.owner,
+            "purpose": src.purpose,
+        }
+        for src in load_registry().sources
+        for ds in src.datasets
+        for col in ds.columns
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    keys = ["source", "dataset", "column", "type", "level", "category", "protection", "check"]
+    widths = [max(len(k), *(len(r[k]) for r in rows)) for k in keys]
+    typer.echo("  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)))
+    for row in rows:
+        typer.echo("  ".join(row[k].ljust(w) for k, w in zip(keys, widths, strict=True)))
+
+
+@app.command()
 def run(
     source: Annotated[str, typer.Argument(help="source name from the registry, e.g. open311")],
     base_url: Annotated[str | None, typer.Option(help="override the source's base URL")] = None,

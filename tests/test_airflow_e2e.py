@@ -77,6 +77,13 @@ def test_warehouse_dag_builds_the_mart_and_passes_its_checkpoints(pipeline):
     con.close()
     assert received == len(requests)
     assert closed == sum(1 for r in requests if r["status"] == "closed")
+    con = duckdb.connect(str(pipeline["settings"].warehouse_path), read_only=True)
+    extractions = con.execute(
+        "select dataset, records_received, purpose from audit.audit_extractions where status = 'success'"
+    ).fetchall()
+    con.close()
+    assert ("service_requests", len(requests)) in {(d, n) for d, n, _ in extractions}
+    assert all(p for _, _, p in extractions)  # every extraction carries its declared purpose
     storage = LakeStorage(pipeline["settings"])
     for suite in ("raw.open311.service_requests", "mart.governance.service_requests_daily"):
         (latest,) = storage.list(f"audit/quality/{suite}/")[-1:]

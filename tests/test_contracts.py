@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -161,3 +162,19 @@ def test_protected_datasets_refuse_to_run_without_a_key():
         load_keys({})
     with pytest.raises(ValueError, match="need a pseudonymiser"):
         Conformer("open311", REQUESTS)
+
+
+def test_classify_lists_every_column_with_its_level_and_protection():
+    from typer.testing import CliRunner
+
+    from ingest.cli import app
+
+    result = CliRunner().invoke(app, ["classify", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    declared = sum(len(ds.columns) for src in load_registry().sources for ds in src.datasets)
+    assert len(rows) == declared and all(
+        r["level"] in {"public", "internal", "sensitive", "core"} for r in rows
+    )
+    protected = {r["column"] for r in rows if r["protection"] == "tokenise"}
+    assert protected == {"account_id", "first_name", "last_name", "phone"}
