@@ -176,6 +176,24 @@ def erase(
     typer.echo(json.dumps(asdict(report), indent=2))
 
 
+@app.command("purge-landing")
+def purge_landing(
+    source: Annotated[list[str] | None, typer.Option(help="only these sources")] = None,
+    today: Annotated[str | None, typer.Option(help="reference date (YYYY-MM-DD); default today")] = None,
+    lake: LakeOption = None,
+) -> None:
+    """Delete landing payloads and quarantine files older than each source's landing_retention."""
+    from dataclasses import asdict
+    from datetime import date
+
+    from ingest.retention import purge_expired
+
+    report = purge_expired(
+        _settings(lake), today=date.fromisoformat(today) if today else None, sources=source
+    )
+    typer.echo(json.dumps(asdict(report), indent=2))
+
+
 @app.command()
 def status(lake: LakeOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Per dataset: rows, cursor, last successful run, quarantine, freshness against the SLA."""

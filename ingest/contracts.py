@@ -161,6 +161,9 @@ class Source(_Strict):
     responsible_party: str
     purpose: str = Field(description="declared purpose of processing (PIPL art. 6)")
     schedule: str = "@hourly"
+    landing_retention: str = Field(
+        default="P365D", description="how long landing payloads and quarantine files are kept (ISO 8601)"
+    )
     connection: Connection
     datasets: list[Dataset]
 

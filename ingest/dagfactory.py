@@ -192,7 +192,8 @@ STATUS_DOC = """
 ### Lake status
 
 Every hour (and on demand), one line per dataset: rows, cursor, last successful load, records
-quarantined in the last run, and freshness against the contract's SLA. The task log shows the
+quarantined in the last run, and freshness against the contract's SLA. A second task deletes
+landing payloads and quarantine files older than each source's `landing_retention`. The task log shows the
 table; the return value (XCom) holds the same as JSON. A stale dataset fails the task, so it
 shows red in the grid view. Same thing from a shell: `ingest status`.
 """
@@ -229,6 +230,16 @@ def build_status_dag() -> DAG:
                 raise RuntimeError(f"stale against their freshness SLA: {', '.join(stale)}")
             return [asdict(r) for r in rows]
 
+        @task(task_id="purge_expired_landing", doc_md="Landing/quarantine past each source's retention")
+        def purge() -> dict[str, Any]:
+            from dataclasses import asdict
+
+            from ingest.retention import purge_expired
+            from ingest.settings import load_settings
+
+            return asdict(purge_expired(load_settings()))
+
         report()
+        purge()
 
     return status_dag()

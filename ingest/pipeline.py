@@ -383,17 +383,23 @@ def replay_dataset(
             log.warning("%s.%s: dropping the table to rebuild it from landing", source.name, dataset.name)
             catalog.drop_table(ident)
     parser = connector_for(source.connector).parse
+    ds_name = f"{source.name}.{dataset.name}"
     reports = []
     for rec in runs:
+        files = [
+            f for f in storage.list(rec["landing_prefix"] + "/") if not f.rsplit("/", 1)[-1].startswith("_")
+        ]
+        if not files:
+            log.warning(
+                "%s: run %s is past landing retention (payloads purged); skipped", ds_name, rec["run_id"]
+            )
+            continue
         started = time.monotonic()
         ctx, table = _open(source, dataset, settings, f"replay__{rec['run_id']}")
         report = ctx.report
         report.cursor_before = read_cursor(table)
         report.window_since, report.window_until = rec.get("window_since"), rec.get("window_until")
         report.landing_prefix = rec["landing_prefix"]
-        files = [
-            f for f in storage.list(rec["landing_prefix"] + "/") if not f.rsplit("/", 1)[-1].startswith("_")
-        ]
         pages = ((rel, parser(_unseal(ctx, rel, storage.read_bytes(rel)), label=rel)) for rel in files)
         cap = datetime.fromisoformat(rec["cursor_after"]) if rec.get("cursor_after") else None
         try:

@@ -108,3 +108,36 @@ def test_erasure_removes_the_resident_everywhere_and_keeps_them_out(lake, distri
         open_catalog(lake).load_table(TABLE).scan(row_filter=EqualTo("account_id", token)).to_arrow().num_rows
         == 0
     )
+
+
+def test_landing_past_retention_is_purged_and_replay_skips_it(lake, district, simulator):
+    from datetime import date
+
+    from ingest.retention import purge_expired
+
+    june = datetime(2026, 6, 1, tzinfo=UTC)
+    run_source(
+        "open311", until=june, base_url=simulator.open311_url, settings=lake, datasets=["service_requests"]
+    )
+    run_source(
+        "open311", until=UNTIL, base_url=simulator.open311_url, settings=lake, datasets=["service_requests"]
+    )
+    storage = LakeStorage(lake)
+    assert storage.list("landing/open311/service_requests/load_date=2026-06-01/")
+    # open311 keeps landing for P180D: on 2026-12-04 the June payloads are past it, December's are not
+    report = purge_expired(lake, today=date(2026, 12, 4))
+    assert report.landing_objects >= 1
+    assert not storage.list("landing/open311/service_requests/load_date=2026-06-01/")
+    assert storage.list("landing/open311/service_requests/load_date=2026-12-01/")
+    assert storage.list("audit/retention/")
+    # nothing within retention is touched by a purge on an earlier day
+    assert purge_expired(lake, today=date(2026, 12, 1)).landing_objects == 0
+    source = load_registry().source("open311")
+    replayed = replay_dataset(
+        source,
+        source.dataset("service_requests"),
+        from_date="2026-01-01",
+        to_date="2026-12-31",
+        settings=lake,
+    )
+    assert [r.landing_prefix.split("load_date=")[1][:10] for r in replayed] == ["2026-12-01"]
