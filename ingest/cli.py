@@ -195,6 +195,32 @@ def purge_landing(
 
 
 @app.command()
+def publish(
+    dsn: Annotated[str | None, typer.Option(help="PostgreSQL serving database; default SERVING_DSN")] = None,
+    lake: LakeOption = None,
+) -> None:
+    """Publish the marts into the PostgreSQL serving layer (roles, schemas, row-level security)."""
+    from ingest.serving import publish as publish_marts
+
+    for table, rows in publish_marts(_settings(lake), dsn).tables.items():
+        typer.echo(f"{table}: {rows} rows")
+
+
+@app.command("grant-staff")
+def grant_staff(
+    user: Annotated[str, typer.Argument(help="login user of a residents' committee member")],
+    community: Annotated[str, typer.Argument(help="community code the user may see")],
+    dsn: Annotated[str | None, typer.Option(help="PostgreSQL serving database; default SERVING_DSN")] = None,
+) -> None:
+    """Give a committee member read access to their own community's rows (and open data)."""
+    from ingest.serving import grant_staff as grant
+    from ingest.serving import serving_dsn
+
+    grant(dsn or serving_dsn(), user, community)
+    typer.echo(f"{user}: community_staff, limited to {community}")
+
+
+@app.command()
 def status(lake: LakeOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Per dataset: rows, cursor, last successful run, quarantine, freshness against the SLA."""
     from dataclasses import asdict

@@ -69,7 +69,7 @@ def test_ingest_into_s3_lake_and_read_back_with_duckdb(s3_lake, district, simula
 def test_dbt_builds_the_warehouse_from_an_s3_lake(s3_lake, district, simulator):
     run_source("open311", until=UNTIL, base_url=simulator.open311_url, settings=s3_lake)
     summary = build(s3_lake)
-    assert summary.counts["model"] == {"success": 6}  # 2 staging views, 2 marts, 2 audit
+    assert summary.counts["model"] == {"success": 7}  # 2 staging views, 3 marts, 2 audit
     con0 = duckdb.connect(str(s3_lake.warehouse_path), read_only=True)
     assert con0.execute("select count(*) from audit.audit_extractions").fetchone()[0] == 2  # one per dataset
     con0.close()
