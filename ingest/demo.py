@@ -123,10 +123,31 @@ def run_demo(residents: int = 2000, seed: int = 42) -> int:
     district = District.generate(residents=residents, seed=seed)
     print(f"Simulator: {residents} residents, {len(district.requests())} service requests (seed {seed})")
     dag_ids = [f"ingest_{s.name}" for s in load_registry().sources] + ["warehouse"]
+    log_dir = settings.home / "data" / "logs" / "demo"
     with SimulatorServer(district) as sim:
         for source in load_registry().sources:
             env[source.connection.url_env] = sim.open311_url
         logical = datetime.now(UTC).replace(microsecond=0)
-        states = run_dags(dag_ids, env, settings.home / "data" / "logs" / "demo", logical)
+        states = run_dags(dag_ids, env, log_dir, logical)
     ok = print_summary(settings, states)
-    return 0 if ok else 1
+    return 0 if ok and leak_scan(settings, district, [Path(env["AIRFLOW_HOME"]) / "logs", log_dir]) else 1
+
+
+def leak_scan(settings: Settings, district, log_dirs: list[Path]) -> bool:
+    """Look for every resident's clear ID number, name and phone outside the identity zone."""
+    from ingest.privacy.leakscan import identifiers_of, scan_files, scan_warehouse
+
+    needles = identifiers_of(district)
+    roots = list(log_dirs)
+    if not settings.lake_is_s3:
+        lake = Path(settings.lake_url)
+        roots.append(lake)
+    files, hits = scan_files(roots, needles, skip=[] if settings.lake_is_s3 else [lake / "identity"])
+    relations, warehouse_hits = scan_warehouse(settings.warehouse_path, needles)
+    hits += warehouse_hits
+    verdict = "0 clear identifiers found" if not hits else f"{len(hits)} LEAK(S): " + "; ".join(hits[:5])
+    print(
+        f"Leak scan:  {len(needles)} ID numbers/names/phones of the district searched in {files} files "
+        f"(lake outside identity/, Airflow and demo logs) and {relations} warehouse relations: {verdict}"
+    )
+    return not hits

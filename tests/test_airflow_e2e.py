@@ -142,8 +142,8 @@ def test_lake_status_dag_shows_each_dataset_in_airflow(pipeline):
 def test_leak_scan_finds_no_clear_identifier_outside_the_identity_zone(pipeline, tmp_path):
     """Every file in the lake (but identity/), every Airflow log and every warehouse relation."""
     from ingest.privacy import load_keys
+    from ingest.privacy.leakscan import identifiers_of, scan_files, scan_warehouse
     from ingest.privacy.sealed import Sealer
-    from tests.leakscan import identifiers_of, scan_files, scan_warehouse
 
     settings, district = pipeline["settings"], pipeline["district"]
     needles = identifiers_of(district)
@@ -210,3 +210,22 @@ def test_open_data_mart_is_k_anonymous_after_small_cell_suppression(pipeline, tm
     assert k_of(raw_rows, qi, tmp_path / "raw.csv") < 5
     # every published row really is an aggregate of at least 5 people
     assert min(row[-1] for row in published) >= 5
+
+
+def test_the_warehouse_has_no_column_the_contracts_classify_sensitive_or_core(pipeline):
+    """Staging, marts, open data and audit. (The `raw` views that dbt reads carry the same columns
+    as the raw tables — tokens, never clear values, as the leak scan proves.)"""
+    from ingest.contracts import load_registry
+
+    restricted = {
+        c.name for s in load_registry().sources for d in s.datasets for c in d.columns
+        if c.classification in {"sensitive", "core"}
+    }  # fmt: skip
+    con = duckdb.connect(str(pipeline["settings"].warehouse_path), read_only=True)
+    columns = {
+        row[0] for row in con.execute(
+            "select column_name from information_schema.columns where table_schema <> 'raw'"
+        ).fetchall()
+    }  # fmt: skip
+    con.close()
+    assert restricted and columns and not restricted & columns

@@ -17,9 +17,9 @@ from ingest.lake.storage import LakeStorage
 from ingest.lake.tables import RAW_NAMESPACE, open_catalog
 from ingest.pipeline import replay_dataset, run_source
 from ingest.privacy import IdentityVault, LakeAuditSink, load_keys
+from ingest.privacy.leakscan import scan_files, scan_warehouse
 from ingest.privacy.sealed import Sealer
 from ingest.warehouse import build
-from tests.leakscan import scan_files, scan_warehouse
 
 pytestmark = pytest.mark.integration
 UNTIL = datetime(2026, 12, 1, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Scan files and the warehouse for clear personal identifiers (used by the leak-scan tests).
+"""Scan files and a warehouse for clear personal identifiers (leak scan of make run and the tests).
 
 Parquet and Avro (Iceberg data files and manifests, which are compressed) are decoded with
 DuckDB and every value is searched; every other file is searched as raw bytes; a DuckDB
