@@ -152,6 +152,16 @@ class Conformer:
 
     def columns(self) -> list[Column]:
         cols = list(self.dataset.columns)
+        for col in self.dataset.columns:
+            if col.flag_minor:
+                cols.append(
+                    Column(
+                        name=f"{col.name}_is_minor",
+                        type="boolean",
+                        classification="internal",
+                        description=f"derived from {col.name}: under 14 at the record's time (PIPL art. 28)",
+                    )
+                )
         for name, type_ in self.extra_columns.items():
             cols.append(
                 Column(name=name, type=type_, classification="internal", description="added by drift")
@@ -247,7 +257,7 @@ class Conformer:
         self, rec: dict[str, Any], row: dict[str, Any], identities: dict[str, tuple[str, str]]
     ) -> str | None:
         """Validate and tokenise the protected columns of one row, in place; return a reject reason."""
-        from ingest.privacy import normalise, validate_mobile, validate_resident_id
+        from ingest.privacy import is_minor, normalise, validate_mobile, validate_resident_id
 
         for col in self._protected:
             value = row[col.name]
@@ -257,6 +267,9 @@ class Conformer:
                 check = validate_resident_id(value)
                 if not check.valid:
                     return f"field '{col.field}': {check.reason}"
+                if col.flag_minor:
+                    at = row.get(self.dataset.cursor.field) if self.dataset.cursor else None
+                    row[f"{col.name}_is_minor"] = is_minor(check.birth_date, at.date()) if at else None
             elif col.validate_as == "mobile":
                 check = validate_mobile(value)
                 if not check.valid:

@@ -64,6 +64,10 @@ class Column(_Strict):
     validate_as: Literal["resident_id", "mobile", "uscc"] | None = Field(
         default=None, description="identifier check; failures are quarantined"
     )
+    flag_minor: bool = Field(
+        default=False,
+        description="resident ID numbers: add <name>_is_minor (under 14 at the record's time)",
+    )
 
     @model_validator(mode="after")
     def _direct_identifiers_are_protected(self) -> Column:
@@ -72,6 +76,8 @@ class Column(_Strict):
                 f"column {self.name}: category {self.category!r} is a direct identifier and must declare "
                 "protect: tokenise (it may not reach the raw zone in the clear)"
             )
+        if self.flag_minor and self.validate_as != "resident_id":
+            raise ValueError(f"column {self.name}: flag_minor needs validate_as: resident_id")
         if self.protect and self.category not in TOKEN_KIND:
             raise ValueError(f"column {self.name}: protect needs a category of {sorted(TOKEN_KIND)}")
         return self

@@ -175,7 +175,7 @@ def _open(source: Source, dataset: Dataset, settings: Settings | None, run_id: s
     table = ensure_table(
         open_catalog(settings), settings, source.name, dataset.name, conformer.arrow_schema()
     )
-    known = {c.name for c in dataset.columns} | {f.name for f in META_FIELDS}
+    known = {c.name for c in conformer.columns()} | {f.name for f in META_FIELDS}
     for fld in table.schema().fields:
         if fld.name not in known:
             conformer.extra_columns[fld.name] = _iceberg_to_contract_type(fld)

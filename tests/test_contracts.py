@@ -178,3 +178,12 @@ def test_classify_lists_every_column_with_its_level_and_protection():
     )
     protected = {r["column"] for r in rows if r["protection"] == "tokenise"}
     assert protected == {"account_id", "first_name", "last_name", "phone"}
+
+
+def test_minors_are_flagged_from_the_birth_date_in_their_id_number():
+    from ingest.privacy import resident_id_check_char
+
+    first17 = "11010520150301003"  # born 2015-03-01: 10 years old at the request
+    child = first17 + resident_id_check_char(first17)
+    rows = conform([{**GOOD, **REQUESTER}, {**GOOD, **REQUESTER, "account_id": child}]).table.to_pylist()
+    assert [r["account_id_is_minor"] for r in rows] == [False, True]

@@ -81,6 +81,7 @@ SERVICE_REQUESTS_SCHEMA = pa.schema(
         pa.field("media_url", pa.string()),
         pa.field("channel", pa.string()),
         pa.field("account_id", pa.string()),
+        pa.field("account_id_is_minor", pa.bool_()),
         pa.field("grid_code", pa.string()),
         pa.field("community_code", pa.string()),
         *METADATA_FIELDS,
@@ -140,6 +141,7 @@ def _request(
         "media_url": None,
         "channel": channel,
         "account_id": f"id_{request_id.encode().hex():0>32}"[:35],
+        "account_id_is_minor": False,
         "grid_code": "GD0001",
         "community_code": "CM01",
     }

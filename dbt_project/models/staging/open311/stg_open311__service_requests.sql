@@ -14,6 +14,7 @@ renamed as (
         cast(service_code as varchar) as service_code,
         cast(address_id as varchar) as address_id,
         cast(account_id as varchar) as requester_token,
+        cast(account_id_is_minor as boolean) as requester_is_minor,
         cast(grid_code as varchar) as grid_code,
         cast(community_code as varchar) as community_code,
 
