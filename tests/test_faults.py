@@ -284,7 +284,7 @@ def test_commit_conflict_is_recomputed_and_both_windows_land_once(lake, district
     slow = spawn_run(
         lake,
         simulator,
-        env_extra={"INGEST_FAILPOINTS": "before_commit=sleep(4)"},
+        env_extra={"INGEST_FAILPOINTS": "before_commit=sleep(8)"},
         args=("--since", "2025-01-01T00:00:00+00:00", "--until", split.isoformat()),
     )
     wait_for(slow, "failpoint before_commit reached")
