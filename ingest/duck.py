@@ -11,7 +11,7 @@ import duckdb
 from ingest.settings import Settings
 
 # Order matters: iceberg needs avro.
-EXTENSIONS = ("avro", "iceberg", "httpfs", "sqlite_scanner")
+EXTENSIONS = ("avro", "iceberg", "httpfs", "sqlite_scanner", "postgres_scanner")
 
 
 def extension_file(name: str) -> Path:

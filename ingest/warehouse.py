@@ -16,6 +16,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from ingest.settings import PACKAGE_DIR, Settings, load_settings
 
@@ -56,6 +57,9 @@ def dbt_env(settings: Settings, warehouse_file: Path) -> dict[str, str]:
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         }
     )
+    catalog = urlparse(settings.catalog_uri)
+    if catalog.scheme.startswith("postgres") and catalog.password:
+        env["PGPASSWORD"] = unquote(catalog.password)  # for DuckDB's postgres_scanner (libpq)
     if settings.s3:
         env["LAKE_S3_ENDPOINT"] = settings.s3.endpoint or ""
         env["AWS_REGION"] = settings.s3.region

@@ -412,16 +412,3 @@ def test_run_start_hook_tolerates_a_missing_catalog_file(
     result = invoke_dbt(tmp_path, "run-operation", "register_iceberg_sources")
 
     assert result.success, result.exception
-
-
-def test_postgres_catalog_fails_with_an_actionable_error(
-    tmp_path: Path, dbt_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ICEBERG_CATALOG_URI", "postgresql+psycopg2://lake:secret@127.0.0.1:5432/lake")
-
-    messages: list[str] = []
-
-    result = invoke_dbt(tmp_path, "run-operation", "register_iceberg_sources", messages=messages)
-
-    assert not result.success
-    assert any("needs DuckDB's postgres extension" in message for message in messages)

@@ -12,7 +12,7 @@
     model in one `dbt build` reads the same data.
 
     The catalog URI comes from env ICEBERG_CATALOG_URI (the same variable the
-    ingest package uses). Only SQLite catalogs are supported for now; an empty
+    ingest package uses): SQLite, or PostgreSQL in production. An empty
     or missing catalog is not an error (the schemas are created, no views).
 -#}
 {% macro register_iceberg_sources() %}
@@ -103,17 +103,47 @@
         {{ return(run_query(tables_sql).rows) }}
 
     {%- elif catalog_uri.startswith('postgresql') or catalog_uri.startswith('postgres') -%}
-        {#- TODO: read `iceberg_tables` with the DuckDB postgres extension
-            (postgres_scan('<libpq dsn>', 'public', 'iceberg_tables')) once
-            duckdb-extension-postgres is added to the locked dependencies and
-            installed like the other extensions; then add `postgres_scanner`
-            to the profile's extensions list. -#}
-        {{ exceptions.raise_compiler_error(
-            "ICEBERG_CATALOG_URI points at a PostgreSQL catalog, but reading it needs DuckDB's "
-            ~ "postgres extension (postgres_scanner), which is not installed in this environment. "
-            ~ "Add duckdb-extension-postgres==<duckdb version>, install it from its wheel, and "
-            ~ "implement the postgres branch of _iceberg_catalog_tables (macros/register_iceberg_sources.sql)."
-        ) }}
+        {#- postgresql+psycopg2://user:pw@host:port/db (SQLAlchemy) -> postgresql://user@host:port/db (libpq).
+            The password is left out on purpose: hook SQL lands in dbt's logs. libpq takes it from
+            PGPASSWORD, which the ingest package sets from the catalog URI when it runs dbt. -#}
+        {%- set rest = catalog_uri.split('://', 1)[1].split('?')[0] -%}
+        {%- if '@' in rest -%}
+            {%- set credentials, location = rest.rsplit('@', 1) -%}
+            {%- set rest = credentials.split(':')[0] ~ '@' ~ location -%}
+        {%- endif -%}
+        {%- set dsn_sql = ('postgresql://' ~ rest) | replace("'", "''") -%}
+        {%- do run_query("attach if not exists '" ~ dsn_sql ~ "' as iceberg_catalog (type postgres, read_only)") -%}
+        {%- set probe = run_query(
+            "select count(*) from duckdb_tables() "
+            ~ "where database_name = 'iceberg_catalog' and table_name = 'iceberg_tables'"
+        ) -%}
+        {%- if probe.columns[0].values()[0] == 0 -%}
+            {%- do run_query("detach iceberg_catalog") -%}
+            {%- do log('register_iceberg_sources: the PostgreSQL catalog has no iceberg_tables table yet; no views created', info=true) -%}
+            {{ return([]) }}
+        {%- endif -%}
+
+        {%- set namespace_list = [] -%}
+        {%- for namespace in namespaces -%}
+            {%- do namespace_list.append("'" ~ (namespace | replace("'", "''")) ~ "'") -%}
+        {%- endfor -%}
+
+        {%- set tables_sql -%}
+            select
+                table_namespace,
+                table_name,
+                metadata_location
+            from iceberg_catalog.public.iceberg_tables
+            where
+                catalog_name = '{{ catalog_name | replace("'", "''") }}'
+                and table_namespace in ({{ namespace_list | join(', ') }})
+                and coalesce(iceberg_type, 'TABLE') = 'TABLE'
+                and metadata_location is not null
+            order by table_namespace, table_name
+        {%- endset -%}
+        {%- set rows = run_query(tables_sql).rows -%}
+        {%- do run_query("detach iceberg_catalog") -%}
+        {{ return(rows) }}
 
     {%- else -%}
         {{ exceptions.raise_compiler_error(
