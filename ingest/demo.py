@@ -19,8 +19,10 @@ from ingest.airflow_env import airflow_env, dag_test, init_metadata
 from ingest.contracts import load_registry, table_name
 from ingest.duck import install_extensions
 from ingest.lake.storage import LakeStorage
-from ingest.lake.tables import RAW_NAMESPACE, open_catalog
+from ingest.lake.tables import RAW_NAMESPACE
 from ingest.settings import Settings, load_settings
+from ingest.status import collect
+from ingest.warehouse import summarise_run_results
 
 EXAMPLE_QUERY = """\
 select service_code, any_value(service_name) as service, sum(requests_received) as requests,
@@ -45,18 +47,6 @@ def run_dags(dag_ids: list[str], env: dict[str, str], log_dir: Path, logical: da
     return states
 
 
-def table_rows(settings: Settings) -> dict[str, int]:
-    catalog = open_catalog(settings)
-    rows = {}
-    for source in load_registry().sources:
-        for ds in source.datasets:
-            ident = (RAW_NAMESPACE, table_name(source.name, ds.name))
-            if catalog.table_exists(ident):
-                snap = catalog.load_table(ident).current_snapshot()
-                rows[".".join(ident)] = int(snap.summary.get("total-records", 0)) if snap else 0
-    return rows
-
-
 def latest_json(storage: LakeStorage, prefix: str) -> dict | None:
     files = storage.list(prefix)
     return json.loads(storage.read_bytes(files[-1])) if files else None
@@ -68,23 +58,18 @@ def print_summary(settings: Settings, states: dict[str, str]) -> bool:
     print("\n=== Community data lake: summary ===")
     print("DAG runs:   " + ", ".join(f"{d} {s}" for d, s in states.items()))
     print("Raw tables (rows now | this run: received / new / updated / quarantined):")
-    rows = table_rows(settings)
+    rows = {(r.source, r.dataset): r.rows or 0 for r in collect(settings)}
     for source in load_registry().sources:
         for ds in source.datasets:
             run = latest_json(storage, f"audit/runs/{source.name}/{ds.name}/") or {}
             name = f"{RAW_NAMESPACE}.{table_name(source.name, ds.name)}"
             print(
-                f"  {name:38} {rows.get(name, 0):>7} | {run.get('records_received', 0)} / "
+                f"  {name:38} {rows.get((source.name, ds.name), 0):>7} | {run.get('records_received', 0)} / "
                 f"{run.get('rows_inserted', 0)} / {run.get('rows_updated', 0)} / {run.get('quarantined', 0)}"
             )
     results = settings.warehouse_path.parent / "dbt" / "target" / "run_results.json"
     if results.exists():
-        counts: dict[str, dict[str, int]] = {}
-        for res in json.loads(results.read_text())["results"]:
-            kind = res["unique_id"].split(".")[0]
-            counts.setdefault(kind, {}).setdefault(res["status"], 0)
-            counts[kind][res["status"]] += 1
-        print("dbt build:  " + "; ".join(f"{k}: {v}" for k, v in counts.items()))
+        print("dbt build:  " + summarise_run_results(results, settings.warehouse_path).line())
     from ingest.quality import load_suites
 
     for suite in load_suites():

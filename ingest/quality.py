@@ -97,11 +97,6 @@ def _class_name(expectation_type: str) -> str:
     return "".join(part.capitalize() for part in expectation_type.split("_"))
 
 
-def _describe(exp: Expectation) -> str:
-    args = ", ".join(f"{k}={v}" for k, v in exp.kwargs.items() if k != "mostly")
-    return f"{exp.type}({args})"
-
-
 def validate_dataframe(suite: Suite, df: Any) -> QualityResult:
     """Run one suite on a DataFrame with GX; return what passed and failed, per severity."""
     import great_expectations as gx

@@ -69,7 +69,8 @@ def dbt_env(settings: Settings, warehouse_file: Path) -> dict[str, str]:
     return env
 
 
-def _summarise(run_results: Path, warehouse: Path) -> BuildSummary:
+def summarise_run_results(run_results: Path, warehouse: Path) -> BuildSummary:
+    """Counts per resource kind and status from dbt's run_results.json, and what failed."""
     summary = BuildSummary(success=True, warehouse=str(warehouse))
     if not run_results.exists():
         summary.success = False
@@ -117,7 +118,7 @@ def build(settings: Settings | None = None, *, select: str | None = None) -> Bui
     (work / "target" / "run_results.json").unlink(missing_ok=True)
     log.info("dbt build (target %s) into %s", settings.dbt_target, building)
     proc = subprocess.run(cmd, env=dbt_env(settings, building), capture_output=True, text=True, check=False)
-    summary = _summarise(work / "target" / "run_results.json", published)
+    summary = summarise_run_results(work / "target" / "run_results.json", published)
     if proc.returncode != 0 or not summary.success:
         building.unlink(missing_ok=True)
         tail = "\n".join(proc.stdout.splitlines()[-25:])

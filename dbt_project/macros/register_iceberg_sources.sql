@@ -82,25 +82,7 @@
             {{ return([]) }}
         {%- endif -%}
 
-        {%- set namespace_list = [] -%}
-        {%- for namespace in namespaces -%}
-            {%- do namespace_list.append("'" ~ (namespace | replace("'", "''")) ~ "'") -%}
-        {%- endfor -%}
-
-        {%- set tables_sql -%}
-            select
-                table_namespace,
-                table_name,
-                metadata_location
-            from sqlite_scan('{{ sqlite_path_sql }}', 'iceberg_tables')
-            where
-                catalog_name = '{{ catalog_name | replace("'", "''") }}'
-                and table_namespace in ({{ namespace_list | join(', ') }})
-                and coalesce(iceberg_type, 'TABLE') = 'TABLE'
-                and metadata_location is not null
-            order by table_namespace, table_name
-        {%- endset -%}
-        {{ return(run_query(tables_sql).rows) }}
+        {{ return(_iceberg_tables_rows("sqlite_scan('" ~ sqlite_path_sql ~ "', 'iceberg_tables')", catalog_name, namespaces)) }}
 
     {%- elif catalog_uri.startswith('postgresql') or catalog_uri.startswith('postgres') -%}
         {#- postgresql+psycopg2://user:pw@host:port/db (SQLAlchemy) -> postgresql://user@host:port/db (libpq).
@@ -123,32 +105,38 @@
             {{ return([]) }}
         {%- endif -%}
 
-        {%- set namespace_list = [] -%}
-        {%- for namespace in namespaces -%}
-            {%- do namespace_list.append("'" ~ (namespace | replace("'", "''")) ~ "'") -%}
-        {%- endfor -%}
-
-        {%- set tables_sql -%}
-            select
-                table_namespace,
-                table_name,
-                metadata_location
-            from iceberg_catalog.public.iceberg_tables
-            where
-                catalog_name = '{{ catalog_name | replace("'", "''") }}'
-                and table_namespace in ({{ namespace_list | join(', ') }})
-                and coalesce(iceberg_type, 'TABLE') = 'TABLE'
-                and metadata_location is not null
-            order by table_namespace, table_name
-        {%- endset -%}
-        {%- set rows = run_query(tables_sql).rows -%}
+        {%- set rows = _iceberg_tables_rows('iceberg_catalog.public.iceberg_tables', catalog_name, namespaces) -%}
         {%- do run_query("detach iceberg_catalog") -%}
         {{ return(rows) }}
 
     {%- else -%}
         {{ exceptions.raise_compiler_error(
             "Unsupported ICEBERG_CATALOG_URI scheme in '" ~ catalog_uri.split('://')[0]
-            ~ "://...': expected sqlite:///<path> (or, later, postgresql+psycopg2://...)."
+            ~ "://...': expected sqlite:///<path> or postgresql+psycopg2://...."
         ) }}
     {%- endif -%}
+{% endmacro %}
+
+
+{#- The catalog's rows for one catalog name and the given namespaces, read from `relation`
+    (the `iceberg_tables` table, however the catalog's database is reached). -#}
+{% macro _iceberg_tables_rows(relation, catalog_name, namespaces) %}
+    {%- set namespace_list = [] -%}
+    {%- for namespace in namespaces -%}
+        {%- do namespace_list.append("'" ~ (namespace | replace("'", "''")) ~ "'") -%}
+    {%- endfor -%}
+    {%- set tables_sql -%}
+        select
+            table_namespace,
+            table_name,
+            metadata_location
+        from {{ relation }}
+        where
+            catalog_name = '{{ catalog_name | replace("'", "''") }}'
+            and table_namespace in ({{ namespace_list | join(', ') }})
+            and coalesce(iceberg_type, 'TABLE') = 'TABLE'
+            and metadata_location is not null
+        order by table_namespace, table_name
+    {%- endset -%}
+    {{ return(run_query(tables_sql).rows) }}
 {% endmacro %}
