@@ -115,6 +115,9 @@ class Dataset(_Strict):
     cursor: Cursor | None = None
     schema_change: SchemaChangePolicy = "evolve"
     freshness_sla: str = Field(default="P1D", description="ISO 8601 duration the data may age")
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="connector-specific settings (e.g. FHIR search vs bulk export)"
+    )
     columns: list[Column]
 
     @model_validator(mode="after")

@@ -97,7 +97,8 @@ def print_summary(settings: Settings, states: dict[str, str]) -> bool:
 
 
 def run_demo(residents: int = 2000, seed: int = 42) -> int:
-    from ingest.simulator import District, SimulatorServer
+    from ingest.simulator import District
+    from ingest.simulator.feeds import DistrictFeeds
 
     settings = load_settings()
     install_extensions()
@@ -109,9 +110,9 @@ def run_demo(residents: int = 2000, seed: int = 42) -> int:
     print(f"Simulator: {residents} residents, {len(district.requests())} service requests (seed {seed})")
     dag_ids = [f"ingest_{s.name}" for s in load_registry().sources] + ["warehouse"]
     log_dir = settings.home / "data" / "logs" / "demo"
-    with SimulatorServer(district) as sim:
-        for source in load_registry().sources:
-            env[source.connection.url_env] = sim.open311_url
+    # HTTP standards on loopback, registry in PostgreSQL, property in MariaDB, OneRoster drop folder.
+    with DistrictFeeds(district, dropzone=settings.home / "data" / "dropzone" / "oneroster") as feeds:
+        env.update(feeds.source_env())
         logical = datetime.now(UTC).replace(microsecond=0)
         states = run_dags(dag_ids, env, log_dir, logical)
     ok = print_summary(settings, states)

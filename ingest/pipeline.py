@@ -183,9 +183,18 @@ def _open(source: Source, dataset: Dataset, settings: Settings | None, run_id: s
 
 
 def _load_pages(
-    ctx: _Context, pages: Iterable[tuple[str, Page]], *, land: bool, cursor_cap: datetime | None
+    ctx: _Context,
+    pages: Iterable[tuple[str, Page]],
+    *,
+    land: bool,
+    cursor_cap: datetime | None,
+    state_after: str | None = None,
 ) -> None:
-    """Conform, stage and commit ``(landing path, page)`` pairs as ONE Iceberg commit."""
+    """Conform, stage and commit ``(landing path, page)`` pairs as ONE Iceberg commit.
+
+    ``state_after`` is the resume state to commit when the pages carry none (replay restores the
+    state the original run reached).
+    """
     source, dataset, report, storage = ctx.source, ctx.dataset, ctx.report, ctx.storage
     staging = Path(tempfile.mkdtemp(prefix=f"ingest-{source.name}-{dataset.name}-"))
     try:
@@ -195,6 +204,7 @@ def _load_pages(
         # The cursor moves to the newest value actually received (never past the window end), not
         # to our own clock: a source whose clock lags ours must not lose the rows in between.
         max_seen: datetime | None = None
+        state = state_after  # resume state reported by the connector (non-time cursors)
         identities: dict[str, tuple[str, str]] = {}
         with quarantine_file.open("w", encoding="utf-8") as qfh:
             for landing_rel, page in pages:
@@ -203,6 +213,8 @@ def _load_pages(
                     landing_rel, sealed = ctx.seal(landing_rel, page.payload)
                     storage.write_bytes(landing_rel, sealed)
                 report.records_received += len(page.records)
+                if page.state is not None:
+                    state = page.state
                 batch = ctx.conformer.conform(page.records)
                 for rej in batch.rejected:
                     line = {"reason": rej.reason, "landing_path": landing_rel, "record": rej.record}
@@ -225,6 +237,8 @@ def _load_pages(
         report.fields = [c.name for c in ctx.conformer.columns()]
         if dataset.cursor and max_seen is not None:
             report.cursor_after = _iso(min(max_seen, cursor_cap) if cursor_cap else max_seen)
+        elif not dataset.cursor and state is not None:
+            report.cursor_after = state
         else:
             report.cursor_after = report.cursor_before
 
@@ -240,6 +254,7 @@ def _load_pages(
                 primary_key=dataset.primary_key,
                 order_by=dataset.cursor.field if dataset.cursor else None,
                 cursor=report.cursor_after,
+                cursor_kind="time" if dataset.cursor else "state",
                 run_id=report.run_id,
                 snapshot_properties={
                     "ingest.run-id": report.run_id,
@@ -271,8 +286,10 @@ def _load_pages(
                 source.name,
                 dataset.name,
             )
-        if report.cursor_before and (
-            report.cursor_after is None or report.cursor_after < report.cursor_before
+        if (
+            dataset.cursor
+            and report.cursor_before
+            and (report.cursor_after is None or report.cursor_after < report.cursor_before)
         ):
             report.cursor_after = report.cursor_before
     finally:
@@ -313,8 +330,8 @@ def run_dataset(
     connector = None
     try:
         window = None
+        report.cursor_before = read_cursor(table)
         if dataset.cursor:
-            report.cursor_before = read_cursor(table)
             if since is None:
                 if report.cursor_before:
                     since = datetime.fromisoformat(report.cursor_before) - dataset.cursor.lookback_delta
@@ -330,14 +347,16 @@ def run_dataset(
                 _finish(ctx, started, None)
                 return report
         url, secret = resolve_connection(source, base_url)
-        connector = connector_for(source.connector)(url, api_key=secret)
+        connector = connector_for(source.connector)(url, api_key=secret, source=source.name)
         load_date = until.astimezone(UTC).date().isoformat()
         report.landing_prefix = (
             f"landing/{source.name}/{dataset.name}/load_date={load_date}/{safe_run_id(report.run_id)}"
         )
         pages = (
             (f"{report.landing_prefix}/{i:06d}.{page.extension}", page)
-            for i, page in enumerate(connector.extract(dataset, window), start=1)
+            for i, page in enumerate(
+                connector.extract(dataset, window, None if dataset.cursor else report.cursor_before), start=1
+            )
         )
         _load_pages(ctx, pages, land=True, cursor_cap=until)
     except BaseException as exc:
@@ -400,10 +419,16 @@ def replay_dataset(
         report.cursor_before = read_cursor(table)
         report.window_since, report.window_until = rec.get("window_since"), rec.get("window_until")
         report.landing_prefix = rec["landing_prefix"]
-        pages = ((rel, parser(_unseal(ctx, rel, storage.read_bytes(rel)), label=rel)) for rel in files)
-        cap = datetime.fromisoformat(rec["cursor_after"]) if rec.get("cursor_after") else None
+        pages = (
+            (rel, parser(_unseal(ctx, rel, storage.read_bytes(rel)), label=rel, dataset=dataset))
+            for rel in files
+        )
+        cap = None
+        if dataset.cursor and rec.get("cursor_after"):
+            cap = datetime.fromisoformat(rec["cursor_after"])
+        state_after = None if dataset.cursor else rec.get("cursor_after")
         try:
-            _load_pages(ctx, pages, land=False, cursor_cap=cap)
+            _load_pages(ctx, pages, land=False, cursor_cap=cap, state_after=state_after)
         except BaseException as exc:
             _finish(ctx, started, exc)
             raise

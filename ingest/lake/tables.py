@@ -216,6 +216,9 @@ class CommitSpec:
     cursor: str | None  # stored in the table properties with the rows
     run_id: str
     snapshot_properties: dict[str, str]
+    # "time": an ISO instant that only moves forward; "state": an opaque resume token set by the
+    # connector (e.g. bundle checksums), stored whenever it changes.
+    cursor_kind: str = "time"
 
 
 def commit_run(
@@ -248,7 +251,10 @@ def _commit_once(table: Table, staged: StagedRun, result: CommitResult, spec: Co
     disposition, primary_key, cursor, run_id = spec.disposition, spec.primary_key, spec.cursor, spec.run_id
     snapshot_properties = spec.snapshot_properties
     old_cursor = read_cursor(table)
-    advance_cursor = cursor is not None and (old_cursor is None or cursor > old_cursor)
+    if spec.cursor_kind == "time":
+        advance_cursor = cursor is not None and (old_cursor is None or cursor > old_cursor)
+    else:
+        advance_cursor = cursor is not None and cursor != old_cursor
     result.rows_inserted = result.rows_updated = result.rows_deleted = result.rows_unchanged = 0
     result.committed = False
 

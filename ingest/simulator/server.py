@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import socket
 import sys
 import threading
@@ -16,6 +17,31 @@ from fastapi import FastAPI
 from ingest.simulator.dirt import DirtConfig
 from ingest.simulator.district import DEFAULT_START, District
 from ingest.simulator.open311 import PREFIX, Fault, SimState, create_open311_app
+
+# The other HTTP standards, each mounted on the same loopback server under its own prefix.
+# Each module exposes ``PREFIX`` and ``mount(app, district, dirt)``.
+HTTP_SYSTEMS: dict[str, str] = {
+    "open311": "ingest.simulator.open311",
+    "ckan": "ingest.simulator.ckan",
+    "fhir": "ingest.simulator.fhir",
+    "hsds": "ingest.simulator.hsds",
+    "socrata": "ingest.simulator.socrata",
+}
+
+
+def create_app(
+    district: District, dirt: DirtConfig | None = None, faults: Iterable[Fault] | None = None
+) -> FastAPI:
+    """One app serving every HTTP standard of the district (Open311 faults apply to Open311 only)."""
+    app = create_open311_app(district, dirt=dirt, faults=faults)
+    for name, module in HTTP_SYSTEMS.items():
+        if name != "open311":
+            importlib.import_module(module).mount(app, district, dirt)
+    return app
+
+
+def prefix_of(system: str) -> str:
+    return importlib.import_module(HTTP_SYSTEMS[system]).PREFIX
 
 
 class _Server(uvicorn.Server):
@@ -76,7 +102,7 @@ class SimulatorServer:
         self.district = district
         self.host = host
         self.port = port
-        self.app = create_open311_app(district, dirt=dirt, faults=faults)
+        self.app = create_app(district, dirt=dirt, faults=faults)
         self._startup_timeout = startup_timeout
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -89,6 +115,10 @@ class SimulatorServer:
     @property
     def open311_url(self) -> str:
         return self.base_url + PREFIX
+
+    def url_for(self, system: str) -> str:
+        """Base URL of one HTTP standard (a key of ``HTTP_SYSTEMS``) on this server."""
+        return self.base_url + prefix_of(system)
 
     @property
     def state(self) -> SimState:
@@ -155,7 +185,7 @@ def serve(
     Prints ``simulator listening on http://HOST:PORT`` (flushed) once ready; ``port=0`` picks a free one.
     """
     district = District.generate(residents=residents, seed=seed, start=start or DEFAULT_START, days=days)
-    app = create_open311_app(district, dirt=dirt)
+    app = create_app(district, dirt=dirt)
     sock = _bind(host, port)
     actual = sock.getsockname()[1]
 
@@ -163,7 +193,8 @@ def serve(
         print(f"simulator listening on http://{host}:{actual}", flush=True)
         print(
             f"  {len(district.residents)} residents, {len(district.snapshot().records)} requests, "
-            f"clock {district.clock.isoformat()}; Open311 at http://{host}:{actual}{PREFIX}",
+            f"clock {district.clock.isoformat()}; "
+            + ", ".join(f"{name} at http://{host}:{actual}{prefix_of(name)}" for name in HTTP_SYSTEMS),
             file=sys.stderr,
             flush=True,
         )

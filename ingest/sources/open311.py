@@ -52,7 +52,7 @@ class Open311Connector:
     def close(self) -> None:
         self.client.close()
 
-    def extract(self, dataset: Dataset, window: Window | None) -> Iterator[Page]:
+    def extract(self, dataset: Dataset, window: Window | None, state: str | None = None) -> Iterator[Page]:
         if dataset.endpoint == "services.json":
             yield self._fetch(dataset.endpoint, {}, label="services")
             return
@@ -99,7 +99,7 @@ class Open311Connector:
         return json.dumps(kept, ensure_ascii=False, separators=(",", ":")).encode(), len(records) - len(kept)
 
     @staticmethod
-    def parse(payload: bytes, *, label: str, source: str = "open311") -> Page:
+    def parse(payload: bytes, *, label: str, dataset: Dataset | None = None, source: str = "open311") -> Page:
         """A GeoReport v2 JSON array as a page (also used to replay landed payloads)."""
         try:
             body = json.loads(payload)

@@ -1,0 +1,91 @@
+"""Every system of one district at once: what ``make run`` and the end-to-end tests start.
+
+* the HTTP standards (Open311, CKAN, FHIR, HSDS, Socrata) on one loopback server,
+* the population registry in PostgreSQL and the property/commercial system in MariaDB
+  (real servers on this machine; one database each, created if missing),
+* OneRoster bundles dropped into a folder (what a school's SIS export job would do).
+
+``sync()`` brings the databases and the drop folder up to the district's clock; call it after
+``district.advance()`` (``advance()`` here does both).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+
+from ingest.contracts import load_registry
+from ingest.simulator import oneroster, property_db, registry_db
+from ingest.simulator.district import District
+from ingest.simulator.server import HTTP_SYSTEMS, SimulatorServer
+
+DEFAULT_REGISTRY_DSN = "postgresql://postgres@127.0.0.1:5432/cdl_registry"
+DEFAULT_PROPERTY_DSN = "mysql://root@127.0.0.1:3306/cdl_property"
+
+
+class DistrictFeeds:
+    def __init__(
+        self,
+        district: District,
+        *,
+        dropzone: Path,
+        registry_dsn: str | None = None,
+        property_dsn: str | None = None,
+        **server_options: object,
+    ) -> None:
+        self.district = district
+        self.dropzone = Path(dropzone)
+        self.registry_dsn = registry_dsn or os.environ.get("SIM_REGISTRY_DSN", DEFAULT_REGISTRY_DSN)
+        self.property_dsn = property_dsn or os.environ.get("SIM_PROPERTY_DSN", DEFAULT_PROPERTY_DSN)
+        self.server = SimulatorServer(district, **server_options)  # type: ignore[arg-type]
+
+    def sync(self) -> dict[str, object]:
+        """Databases and drop folder as of the district clock: what changed in each."""
+        return {
+            "registry": registry_db.sync(self.district, self.registry_dsn),
+            "property": property_db.sync(self.district, self.property_dsn),
+            "oneroster": oneroster.publish(self.district, self.dropzone),
+        }
+
+    def advance(self, days: float = 1.0, **kwargs: object) -> dict[str, object]:
+        changes: dict[str, object] = {"open311": self.district.advance(days, **kwargs)}  # type: ignore[arg-type]
+        changes.update(self.sync())
+        return changes
+
+    def url_for(self, connector: str) -> str:
+        """Where a connector finds its system: base URL, DSN or drop folder."""
+        if connector in HTTP_SYSTEMS:
+            return self.server.url_for(connector)
+        if connector == "oneroster":
+            return str(self.dropzone)
+        raise KeyError(connector)
+
+    def source_env(self) -> dict[str, str]:
+        """``{url_env: url}`` pointing every registered source at this district."""
+        env = {}
+        for source in load_registry().sources:
+            if source.connector == "sql":
+                env[source.connection.url_env] = (
+                    self.registry_dsn if source.name == "registry" else self.property_dsn
+                )
+            else:
+                env[source.connection.url_env] = self.url_for(source.connector)
+        return env
+
+    def start(self) -> DistrictFeeds:
+        self.dropzone.mkdir(parents=True, exist_ok=True)
+        self.sync()
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> DistrictFeeds:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

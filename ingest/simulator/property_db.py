@@ -1,0 +1,9 @@
+"""Placeholder: seeds the property and commercial system in MariaDB (being written)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def sync(district: Any, dsn: str) -> dict[str, int]:
+    return {}
