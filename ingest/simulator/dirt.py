@@ -42,7 +42,13 @@ class DirtConfig:
     - ``dropped_column``: this field is left out of every record (schema drift: a missing column).
     - ``retyped_column``: this field's value is served wrapped in an object ``{"value": v}``
       (schema drift: a type change).
+    - ``malformed_id_rate``: share of person records (registry, FHIR, OneRoster, work orders)
+      whose resident ID number is served with a wrong check character — see
+      :func:`malform_id` (Open311 ignores it).
     - ``seed``: hash key; defaults to the district seed.
+
+    The other standards' servers use the same knobs through :func:`dirty` (``duplicate_rate``,
+    ``missing_field_rate``, ``bad_date_rate`` = an out-of-range date), keyed by their own record id.
     """
 
     duplicate_rate: float = 0.0
@@ -53,10 +59,11 @@ class DirtConfig:
     truncated_times: int | None = None
     dropped_column: str | None = None
     retyped_column: str | None = None
+    malformed_id_rate: float = 0.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("duplicate_rate", "missing_field_rate", "bad_date_rate"):
+        for name in ("duplicate_rate", "missing_field_rate", "bad_date_rate", "malformed_id_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
@@ -77,6 +84,32 @@ class DirtConfig:
 def _fraction(seed: int, kind: str, request_id: str) -> float:
     digest = hashlib.blake2b(f"{seed}|{kind}|{request_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+_RATES = {
+    "duplicate": "duplicate_rate",
+    "missing": "missing_field_rate",
+    "bad-date": "bad_date_rate",
+    "malformed-id": "malformed_id_rate",
+}
+
+
+def dirty(config: DirtConfig | None, seed: int, kind: str, key: str) -> bool:
+    """Whether record ``key`` gets dirt ``kind`` (duplicate, missing, bad-date, malformed-id).
+
+    A pure function of (seed, kind, key), so a record is dirty the same way on every call.
+    """
+    if config is None:
+        return False
+    rate = getattr(config, _RATES[kind])
+    return rate > 0 and _fraction(config.seed if config.seed is not None else seed, kind, key) < rate
+
+
+def malform_id(id_number: str) -> str:
+    """The ID number with a wrong check character (what a typo in the last digit looks like)."""
+    check = id_number[-1].upper()
+    wrong = "0123456789X"[("0123456789X".index(check) + 1) % 11]
+    return id_number[:-1] + wrong
 
 
 @dataclass(frozen=True, slots=True)

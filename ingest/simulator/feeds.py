@@ -38,14 +38,15 @@ class DistrictFeeds:
         self.dropzone = Path(dropzone)
         self.registry_dsn = registry_dsn or os.environ.get("SIM_REGISTRY_DSN", DEFAULT_REGISTRY_DSN)
         self.property_dsn = property_dsn or os.environ.get("SIM_PROPERTY_DSN", DEFAULT_PROPERTY_DSN)
+        self.dirt = server_options.get("dirt")
         self.server = SimulatorServer(district, **server_options)  # type: ignore[arg-type]
 
     def sync(self) -> dict[str, object]:
         """Databases and drop folder as of the district clock: what changed in each."""
         return {
-            "registry": registry_db.sync(self.district, self.registry_dsn),
-            "property": property_db.sync(self.district, self.property_dsn),
-            "oneroster": oneroster.publish(self.district, self.dropzone),
+            "registry": registry_db.sync(self.district, self.registry_dsn, dirt=self.dirt),
+            "property": property_db.sync(self.district, self.property_dsn, dirt=self.dirt),
+            "oneroster": oneroster.publish(self.district, self.dropzone, dirt=self.dirt),
         }
 
     def advance(self, days: float = 1.0, **kwargs: object) -> dict[str, object]:

@@ -6,5 +6,5 @@ from pathlib import Path
 from typing import Any
 
 
-def publish(district: Any, dropzone: Path) -> Path | None:
+def publish(district: Any, dropzone: Path, dirt: Any = None) -> Path | None:
     return None

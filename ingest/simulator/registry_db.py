@@ -5,5 +5,5 @@ from __future__ import annotations
 from typing import Any
 
 
-def sync(district: Any, dsn: str) -> dict[str, int]:
+def sync(district: Any, dsn: str, dirt: Any = None) -> dict[str, int]:
     return {}
