@@ -13,7 +13,10 @@ import sys
 import time
 
 from ingest.airflow_env import airflow_bin, airflow_env, init_metadata
-from ingest.contracts import load_registry
+from ingest.settings import PACKAGE_DIR
+from ingest.simulator.feeds import source_env
+
+PROJECT_HOME = PACKAGE_DIR.parent
 
 SIMULATOR_PORT = 8765
 COMPONENTS = (["api-server", "--port", "8080"], ["scheduler"], ["dag-processor"], ["triggerer"])
@@ -22,8 +25,9 @@ COMPONENTS = (["api-server", "--port", "8080"], ["scheduler"], ["dag-processor"]
 def up(residents: int = 2000) -> int:
     env = airflow_env()
     sim_url = f"http://127.0.0.1:{SIMULATOR_PORT}"
-    for source in load_registry().sources:
-        env.setdefault(source.connection.url_env, f"{sim_url}/open311/v2")
+    dropzone = str(PROJECT_HOME / "data" / "dropzone" / "oneroster")
+    for name, url in source_env(sim_url, dropzone).items():
+        env.setdefault(name, url)
     print(f"Airflow home {env['AIRFLOW_HOME']}: migrating metadata ...", flush=True)
     init_metadata(env)
     procs = [
@@ -36,6 +40,10 @@ def up(residents: int = 2000) -> int:
                 str(residents),
                 "--port",
                 str(SIMULATOR_PORT),
+                "--dropzone",
+                dropzone,
+                "--advance-every",
+                "60",  # a living district: new records every minute for the hourly DAGs
             ],
             env=env,
         )

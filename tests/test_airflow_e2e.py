@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,10 +19,12 @@ import pyarrow as pa
 import pytest
 
 from ingest.airflow_env import dag_test, task_states
+from ingest.contracts import load_registry, table_name
 from ingest.lake.storage import LakeStorage
 from ingest.lake.tables import RAW_NAMESPACE, open_catalog
-from ingest.simulator import District, SimulatorServer
-from tests.conftest import settings_for
+from ingest.simulator import District
+from ingest.simulator.feeds import DistrictFeeds
+from tests.conftest import _drop_mariadb_database, _drop_postgres_database, settings_for
 
 pytestmark = pytest.mark.integration
 LOGICAL = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -29,29 +33,60 @@ SECRET = "known-secret-7f3a9c0e"  # noqa: S105 - a marker to grep for, not a cre
 
 @pytest.fixture(scope="module")
 def pipeline(airflow_home, tmp_path_factory):
-    """Run both DAGs once; yield what the tests inspect."""
+    """Run every ingest DAG, then the warehouse DAG, once; yield what the tests inspect."""
     root = tmp_path_factory.mktemp("e2e")
     settings = settings_for(root / "lake", root / "warehouse.duckdb")
     district = District.generate(residents=500, seed=21)
-    with SimulatorServer(district) as sim:
-        env = {
-            **airflow_home,
-            "LAKE_URL": settings.lake_url,
-            "WAREHOUSE_PATH": str(settings.warehouse_path),
-            "OPEN311_BASE_URL": sim.open311_url,
-            "OPEN311_API_KEY": SECRET,
+    suffix = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    registry_db, property_db = f"cdl_e2e_registry_{suffix}", f"cdl_e2e_property_{suffix}"
+    feeds = DistrictFeeds(
+        district,
+        dropzone=root / "dropzone",
+        registry_dsn=f"postgresql://postgres@127.0.0.1:5432/{registry_db}",
+        property_dsn=f"mysql://root@127.0.0.1:3306/{property_db}",
+    )
+    try:
+        with feeds:
+            env = {
+                **airflow_home,
+                **feeds.source_env(),
+                "LAKE_URL": settings.lake_url,
+                "WAREHOUSE_PATH": str(settings.warehouse_path),
+                "OPEN311_API_KEY": SECRET,
+            }
+            ingests = {
+                src.name: dag_test(f"ingest_{src.name}", LOGICAL.isoformat(), env)
+                for src in load_registry().sources
+            }
+            warehouse = dag_test("warehouse", LOGICAL.isoformat(), env)
+            api_keys_seen = set(feeds.server.state.api_keys)
+        yield {
+            "settings": settings,
+            "district": district,
+            "env": env,
+            "ingests": ingests,
+            "ingest": ingests["open311"],
+            "warehouse": warehouse,
+            "root": root,
+            "api_keys_seen": api_keys_seen,
         }
-        ingest = dag_test("ingest_open311", LOGICAL.isoformat(), env)
-        warehouse = dag_test("warehouse", LOGICAL.isoformat(), env)
-    yield {
-        "settings": settings,
-        "district": district,
-        "env": env,
-        "ingest": ingest,
-        "warehouse": warehouse,
-        "root": root,
-        "api_keys_seen": set(sim.state.api_keys),
-    }
+    finally:
+        _drop_postgres_database(registry_db)
+        _drop_mariadb_database(property_db)
+
+
+def test_every_source_dag_loads_every_dataset(pipeline):
+    """All eight systems of the district, each through its own generated DAG, into raw tables."""
+    failed = {name: r.output[-3000:] for name, r in pipeline["ingests"].items() if r.state != "success"}
+    assert not failed, failed
+    catalog = open_catalog(pipeline["settings"])
+    empty = [
+        f"{src.name}.{ds.name}"
+        for src in load_registry().sources
+        for ds in src.datasets
+        if catalog.load_table((RAW_NAMESPACE, table_name(src.name, ds.name))).scan().to_arrow().num_rows == 0
+    ]
+    assert not empty, f"datasets with no rows after the first load: {empty}"
 
 
 def test_ingest_dag_loads_every_request_into_iceberg(pipeline):

@@ -23,6 +23,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument("--start", type=_start, default=DEFAULT_START, help="ISO 8601, default %(default)s")
     parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--dropzone", default="data/dropzone/oneroster", help="OneRoster bundle folder")
+    parser.add_argument(
+        "--advance-every", type=float, default=0.0, help="seconds; > 0 moves the district clock in real time"
+    )
     dirt = parser.add_argument_group("dirt (all off by default)")
     dirt.add_argument("--duplicate-rate", type=float, default=0.0)
     dirt.add_argument("--missing-field-rate", type=float, default=0.0)
@@ -47,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         start=args.start,
         days=args.days,
         dirt=config,
+        dropzone=args.dropzone,
+        advance_every=args.advance_every,
     )
 
 

@@ -24,6 +24,27 @@ DEFAULT_REGISTRY_DSN = "postgresql://postgres@127.0.0.1:5432/cdl_registry"
 DEFAULT_PROPERTY_DSN = "mysql://root@127.0.0.1:3306/cdl_property"
 
 
+def source_env(
+    http_base: str, dropzone: str, registry_dsn: str | None = None, property_dsn: str | None = None
+) -> dict[str, str]:
+    """``{url_env: url}`` for every registered source, given where the simulator's systems are."""
+    from ingest.simulator.server import prefix_of
+
+    dsns = {
+        "registry": registry_dsn or os.environ.get("SIM_REGISTRY_DSN", DEFAULT_REGISTRY_DSN),
+        "property": property_dsn or os.environ.get("SIM_PROPERTY_DSN", DEFAULT_PROPERTY_DSN),
+    }
+    env = {}
+    for source in load_registry().sources:
+        if source.connector == "sql":
+            env[source.connection.url_env] = dsns[source.name]
+        elif source.connector == "oneroster":
+            env[source.connection.url_env] = dropzone
+        else:
+            env[source.connection.url_env] = http_base + prefix_of(source.connector)
+    return env
+
+
 class DistrictFeeds:
     def __init__(
         self,
@@ -64,15 +85,7 @@ class DistrictFeeds:
 
     def source_env(self) -> dict[str, str]:
         """``{url_env: url}`` pointing every registered source at this district."""
-        env = {}
-        for source in load_registry().sources:
-            if source.connector == "sql":
-                env[source.connection.url_env] = (
-                    self.registry_dsn if source.name == "registry" else self.property_dsn
-                )
-            else:
-                env[source.connection.url_env] = self.url_for(source.connector)
-        return env
+        return source_env(self.server.base_url, str(self.dropzone), self.registry_dsn, self.property_dsn)
 
     def start(self) -> DistrictFeeds:
         self.dropzone.mkdir(parents=True, exist_ok=True)

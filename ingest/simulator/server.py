@@ -179,28 +179,52 @@ def serve(
     start: datetime | None = None,
     days: int = 90,
     dirt: DirtConfig | None = None,
+    dropzone: str | None = None,
+    advance_every: float = 0.0,
 ) -> None:
-    """Generate a district and serve it in the foreground until interrupted (Ctrl-C / SIGTERM).
+    """Generate a district and feed every system from it until interrupted (Ctrl-C / SIGTERM).
 
+    HTTP standards on ``host:port``, the registry in PostgreSQL and the property system in MariaDB
+    (``SIM_REGISTRY_DSN`` / ``SIM_PROPERTY_DSN``, defaults on this machine), OneRoster bundles in
+    ``dropzone``. With ``advance_every`` > 0 the district lives: every that many seconds its clock
+    moves on by the same time, new records appear and the databases and drop folder follow.
     Prints ``simulator listening on http://HOST:PORT`` (flushed) once ready; ``port=0`` picks a free one.
     """
-    district = District.generate(residents=residents, seed=seed, start=start or DEFAULT_START, days=days)
-    app = create_app(district, dirt=dirt)
-    sock = _bind(host, port)
-    actual = sock.getsockname()[1]
+    import signal
+    from pathlib import Path
 
-    def ready() -> None:
-        print(f"simulator listening on http://{host}:{actual}", flush=True)
+    from ingest.simulator.feeds import DistrictFeeds
+
+    district = District.generate(residents=residents, seed=seed, start=start or DEFAULT_START, days=days)
+    feeds = DistrictFeeds(
+        district,
+        dropzone=Path(dropzone or "data/dropzone/oneroster"),
+        host=host,
+        port=port,
+        dirt=dirt,
+    )
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    with feeds:
+        base = feeds.server.base_url
+        print(f"simulator listening on {base}", flush=True)
         print(
             f"  {len(district.residents)} residents, {len(district.snapshot().records)} requests, "
-            f"clock {district.clock.isoformat()}; "
-            + ", ".join(f"{name} at http://{host}:{actual}{prefix_of(name)}" for name in HTTP_SYSTEMS),
+            f"clock {district.clock.isoformat()}",
             file=sys.stderr,
             flush=True,
         )
-
-    server = _Server(_config(app), on_ready=ready)
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
+        for env, url in feeds.source_env().items():
+            print(f"  {env}={url}", file=sys.stderr, flush=True)
+        try:
+            while True:
+                if advance_every > 0:
+                    time.sleep(advance_every)
+                    changes = feeds.advance(days=advance_every / 86400)
+                    print(f"  clock {district.clock.isoformat()}: {changes}", file=sys.stderr, flush=True)
+                else:
+                    time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
