@@ -3,6 +3,7 @@
 #   make test   set up and run the test suite
 #   make up     Airflow UI (localhost:8080) + scheduler + dag-processor + the source simulator
 #   make lint   ruff + sqlfluff
+#   make bench  throughput and peak memory per source at two district sizes (bench/results/)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -20,7 +21,7 @@ export GX_ANALYTICS_ENABLED := False
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup run up test lint format clean
+.PHONY: help setup run up test lint format clean bench
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
@@ -51,6 +52,9 @@ up: setup
 
 test: setup
 	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/sources.py --scales $(or $(SCALES),2000,10000)
 
 lint: setup
 	$(VENV)/bin/ruff check .
