@@ -247,20 +247,21 @@ def test_open_data_mart_is_k_anonymous_after_small_cell_suppression(pipeline, tm
     assert min(row[-1] for row in published) >= 5
 
 
-def test_the_warehouse_has_no_column_the_contracts_classify_sensitive_or_core(pipeline):
-    """Staging, marts, open data and audit. (The `raw` views that dbt reads carry the same columns
-    as the raw tables — tokens, never clear values, as the leak scan proves.)"""
-    from ingest.contracts import load_registry
+def test_the_warehouse_carries_identifiers_only_as_tokens_and_opens_nothing_sensitive(pipeline):
+    """Outside `raw`, no column carries a contract's direct-identifier column under its own name
+    (staging renames the tokens `*_token`), and the open-data schema has no column the contracts
+    classify sensitive or core. (The `raw` views dbt reads hold tokens, never clear values, as the
+    leak scan proves; pseudonymous sensitive data such as diagnoses may be modelled for analysts.)"""
+    from ingest.contracts import DIRECT_IDENTIFIERS, load_registry
 
-    restricted = {
-        c.name for s in load_registry().sources for d in s.datasets for c in d.columns
-        if c.classification in {"sensitive", "core"}
-    }  # fmt: skip
+    columns = [c for s in load_registry().sources for d in s.datasets for c in d.columns]
+    identifiers = {c.name for c in columns if c.category in DIRECT_IDENTIFIERS}
+    restricted = {c.name for c in columns if c.classification in {"sensitive", "core"}}
     con = duckdb.connect(str(pipeline["settings"].warehouse_path), read_only=True)
-    columns = {
-        row[0] for row in con.execute(
-            "select column_name from information_schema.columns where table_schema <> 'raw'"
-        ).fetchall()
-    }  # fmt: skip
+    found = con.execute(
+        "select table_schema, column_name from information_schema.columns where table_schema <> 'raw'"
+    ).fetchall()
     con.close()
-    assert restricted and columns and not restricted & columns
+    assert identifiers and restricted and found
+    assert not identifiers & {name for _, name in found}
+    assert not restricted & {name for schema, name in found if schema == "open_data"}
