@@ -250,13 +250,16 @@ def test_dirt_is_quarantined_with_reasons_and_the_rest_loaded(lake, district):
     assert {r["incident_id"] for r in rows(lake)} == {r["incident_id"] for r in truth} - bad
 
 
-def test_transient_503_and_429_are_retried(lake, district, simulator):
+def test_transient_503_and_429_are_retried(lake, district, simulator, monkeypatch):
+    monkeypatch.setenv("SAFETY_SODA_APP_TOKEN", "app-token-from-env")
     sim_socrata.add_fault(simulator.app, 503, count=2)
     sim_socrata.add_fault(simulator.app, 429, count=1, retry_after=1)
     started = time.monotonic()
     report = load(lake, simulator)
     assert time.monotonic() - started >= 0.95  # Retry-After honoured
     assert simulator.app.state.socrata.faulted == 3
+    assert simulator.app.state.socrata.app_tokens == {"app-token-from-env"}  # sent on every call
+    assert "app-token-from-env" not in json.dumps(report.__dict__, default=str)
     assert report.status == "success" and report.rows_inserted == len(sim_socrata.incidents(district))
     assert_lake_equals_truth(lake, district)
 

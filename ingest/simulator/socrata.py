@@ -163,6 +163,20 @@ INCIDENT_TYPES: tuple[IncidentType, ...] = (
                  ("报警人称家中老人走失。", "报警人称钱包遗失。", "报警人称儿童与家长走散。"),
                  ("走失人员已找回。", "遗失物品已找回。", "已登记备案。")),
 )  # fmt: skip
+# Accounts that only fit one kind of place (the rest fit every place of their type).
+_PLACE_SUMMARIES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("NOISE", "residence"): ("报警人称楼上住户深夜持续发出噪声。", "报警人反映邻居装修噪声扰民。"),
+    ("NOISE", "shop"): ("报警人称楼下商铺音响声音过大。",),
+    ("THEFT", "residence"): ("报警人称家中财物被盗。",),
+    ("THEFT", "compound"): ("报警人称电动自行车被盗。",),
+    ("THEFT", "shop"): ("报警人称店内商品被盗。",),
+    ("FIRE_ALARM", "residence"): (
+        "报警人称楼道内有烟雾。",
+        "报警人称厨房起火。",
+        "报警人称电动车充电时冒烟。",
+    ),
+    ("FIRE_ALARM", "shop"): ("报警人称商铺内电线冒烟。",),
+}
 TYPE_BY_CODE = {t.code: t for t in INCIDENT_TYPES}
 _TYPE_CUM = tuple(accumulate(t.weight for t in INCIDENT_TYPES))
 CHANNELS = ("110", "walk_in", "online", "patrol")
@@ -399,7 +413,7 @@ class _Model:
             address=address,
             lat=lat,
             long=long,
-            summary=self._clean(rng, kind.summaries, kind.name),
+            summary=self._clean(rng, _PLACE_SUMMARIES.get((kind.code, place), kind.summaries), kind.name),
             disposition=self._clean(rng, kind.dispositions, "已处理。"),
             reporter=reporter,
             events=(reported, dispatched, closed),
