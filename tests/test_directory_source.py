@@ -299,6 +299,11 @@ def test_malformed_uscc_is_quarantined(lake, district):
     with SimulatorServer(district, dirt=dirt) as sim:
         report = load(lake, sim.url_for("hsds"), datasets=["organizations"])["organizations"]
     assert report.quarantined == len(malformed)
+    (qfile,) = LakeStorage(lake).list("quarantine/directory/organizations/")
+    reasons = [
+        json.loads(line)["reason"] for line in LakeStorage(lake).read_bytes(qfile).decode().splitlines()
+    ]
+    assert all("field 'uscc': check character is wrong" in r for r in reasons)
     assert {r["id"] for r in rows(lake, "organizations")} == set(truth(district, "organizations")) - malformed
 
 

@@ -248,7 +248,8 @@ class HsdsConnector:
             )
         options = dataset.options
         per_page = int(options.get("per_page", DEFAULT_PER_PAGE))
-        full = bool(options.get("full", entity in ("organizations", "services")))
+        full_opt = options.get("full", entity in ("organizations", "services"))
+        full = full_opt.lower() in ("true", "1", "yes") if isinstance(full_opt, str) else bool(full_opt)
         page_no = 1
         total_pages: int | None = None
         while True:
