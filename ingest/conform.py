@@ -303,6 +303,12 @@ class Conformer:
                 shown = raw if len(str(raw)) <= 40 else f"{str(raw)[:40]}…"
                 return {}, f"field '{col.field}' {exc}: {shown!r} (expected {col.type})"
         for col in columns:
+            if col.validate_as and not col.protect and row[col.name] is not None:
+                # Codes that are not personal (an organisation's USCC) are checked, not tokenised.
+                check = _VALIDATORS[col.validate_as](row[col.name])
+                if not check.valid:
+                    return {}, f"field '{col.field}': {check.reason}"
+                row[col.name] = getattr(check, "normalised", None) or row[col.name]
             if col.not_before and row[col.name] is not None and row.get(col.not_before) is not None:
                 if row[col.name] < row[col.not_before]:
                     return {}, (
@@ -310,3 +316,24 @@ class Conformer:
                         f"'{col.not_before}' ({row[col.not_before].isoformat()})"
                     )
         return row, None
+
+
+def _validate_uscc(value: Any) -> Any:
+    from ingest.privacy.identifiers import validate_uscc
+
+    return validate_uscc(value)
+
+
+def _validate_mobile(value: Any) -> Any:
+    from ingest.privacy.identifiers import validate_mobile
+
+    return validate_mobile(value)
+
+
+def _validate_resident_id(value: Any) -> Any:
+    from ingest.privacy.identifiers import validate_resident_id
+
+    return validate_resident_id(value)
+
+
+_VALIDATORS = {"uscc": _validate_uscc, "mobile": _validate_mobile, "resident_id": _validate_resident_id}

@@ -287,11 +287,6 @@ def test_dirt_is_quarantined_with_reasons_and_the_rest_loaded(lake, district):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest/conform.py does not yet enforce validate_as: uscc on unprotected columns "
-    "(change requested from the lead); remove this marker once it does",
-)
 def test_malformed_uscc_is_quarantined(lake, district):
     dirt = DirtConfig(malformed_id_rate=0.2)
     malformed = hsds_sim.planned_dirt(district, dirt)["organizations"]["malformed-id"]
