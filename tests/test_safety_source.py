@@ -50,7 +50,8 @@ def test_pages_are_asked_for_with_the_exact_soql_and_read_until_a_short_page():
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request)
-        page = {"0": "incidents_page1.json", "3": "incidents_page2.json"}[request.url.params["$offset"]]
+        after_page1 = ":id > 'row-b822.gt9w-7ryd'" in request.url.params["$where"]
+        page = "incidents_page2.json" if after_page1 else "incidents_page1.json"
         return httpx.Response(200, content=fixture(page))
 
     since = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,9 +65,9 @@ def test_pages_are_asked_for_with_the_exact_soql_and_read_until_a_short_page():
         "$where": ":updated_at >= '2026-01-01T00:00:00.000Z' AND :updated_at < '2026-01-21T02:00:00.005Z'",
         "$order": ":id",
         "$limit": "3",
-        "$offset": "0",
     }
-    assert second == {**first, "$offset": "3"}  # page 2 holds 2 < 3 rows: stop
+    # keyset paging: the next page starts after the last :id seen (page 2 holds 2 < 3 rows: stop)
+    assert second == {**first, "$where": first["$where"] + " AND :id > 'row-b822.gt9w-7ryd'"}
     # the app token travels in the header, never in the URL
     assert all(c.headers["X-App-Token"] == "app-t0ken-123" for c in calls)
     assert all("app-t0ken" not in str(c.url) for c in calls)
@@ -287,3 +288,19 @@ def test_no_identifier_or_precise_home_location_reaches_the_lake(lake, district,
         Sealer(load_keys().vault_key, "landing").open(landed, storage.read_bytes(landed))
     )
     assert scan_files([opened], needles)[1]
+
+
+def test_offset_paging_for_portals_that_refuse_id_comparisons():
+    offsets: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert ":id >" not in request.url.params["$where"]
+        offsets.append(request.url.params["$offset"])
+        page = {"0": "incidents_page1.json", "3": "incidents_page2.json"}[offsets[-1]]
+        return httpx.Response(200, content=fixture(page))
+
+    dataset = INCIDENTS.model_copy(update={"options": {**INCIDENTS.options, "paging": "offset"}})
+    since = datetime(2026, 1, 1, tzinfo=UTC)
+    pages = list(connector(handler).extract(dataset, Window(since, since + timedelta(days=20))))
+    assert offsets == ["0", "3"]
+    assert sum(len(p.records) for p in pages) == 5

@@ -6,10 +6,14 @@ each slice is asked for with::
 
     GET [base]/resource/<4x4>.json?$select=:*,*
         &$where=:updated_at >= '<since>' AND :updated_at < '<until>'
-        &$order=:id&$limit=<n>&$offset=<k>
+        &$order=:id&$limit=<n>[&$offset=<k>]
 
-paging with ``$limit`` / ``$offset`` until a short page (``$order=:id`` keeps the pages stable;
-without an order Socrata does not promise one). The app token goes in the ``X-App-Token`` header,
+paging until a short page. ``$order=:id`` keeps the pages stable (without an order Socrata does
+not promise one). By default pages are keyset-paged — each next page adds ``AND :id > '<last :id>'``
+to the ``$where`` instead of an ``$offset`` — because with offsets a record updated while the run
+pages leaves the window and shifts every later record one place up: an unchanged record would be
+skipped, and nothing would ever bring it back. ``options.paging: offset`` uses ``$offset`` for
+portals that refuse ``:id`` comparisons. The app token goes in the ``X-App-Token`` header,
 never in the query string, so it cannot reach a log line or an error message.
 
 ``parse`` turns a page (the JSON array exactly as received) into flat records and applies what the
@@ -134,22 +138,25 @@ class SocrataConnector:
             raise SourceError(f"{where}: page_size must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
         select = str(dataset.options.get("select", DEFAULT_SELECT))
         cursor_field = dataset.column(dataset.cursor.field).field  # e.g. ":updated_at"
+        keyset = dataset.options.get("paging", "keyset") == "keyset"
         resource = f"resource/{dataset.endpoint}.json"
         step: timedelta = dataset.cursor.window_delta
         start = window.since
         while start < window.until:
             end = min(start + step, window.until)
             lo, hi = soql_timestamp(start), soql_timestamp(end)
-            offset = 0
+            offset, after = 0, None
             while True:
-                params = {
-                    "$select": select,
-                    "$where": f"{cursor_field} >= '{lo}' AND {cursor_field} < '{hi}'",
-                    "$order": ":id",
-                    "$limit": limit,
-                    "$offset": offset,
-                }
-                label = f"{dataset.endpoint} {lo}..{hi} offset {offset}"
+                where_clause = f"{cursor_field} >= '{lo}' AND {cursor_field} < '{hi}'"
+                params: dict[str, Any] = {"$select": select, "$order": ":id", "$limit": limit}
+                if keyset:
+                    if after is not None:
+                        where_clause += f" AND :id > '{after}'"
+                    label = f"{dataset.endpoint} {lo}..{hi} after {after or 'start'}"
+                else:
+                    params["$offset"] = offset
+                    label = f"{dataset.endpoint} {lo}..{hi} offset {offset}"
+                params["$where"] = where_clause
                 response = self.client.get(resource, params, what=f"GET {resource} ({label})")
                 page = self.parse(response.content, label=label, dataset=dataset, source=self.source)
                 if page.records:
@@ -157,6 +164,11 @@ class SocrataConnector:
                 if len(page.records) < limit:
                     break
                 offset += limit
+                after = str(page.records[-1].get(":id") or "")
+                if keyset and (not after or "'" in after):
+                    raise SourceError(
+                        f"{where}: {label}: a record without a usable :id; set options.paging: offset"
+                    )
             start = end
 
     @staticmethod
