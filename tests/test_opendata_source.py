@@ -265,8 +265,7 @@ def test_dirt_is_quarantined_with_reasons_and_the_rest_loads(lake, district, dir
     assert all(dirt[k] for k in ("duplicate", "missing", "bad-date", "malformed-id"))
     lines = quarantined(lake, "credit_ratings")
     reasons = {q["record"]["rating_id"]: q["reason"] for q in lines}
-    must = set(dirt["missing"]) | set(dirt["bad-date"])
-    assert must <= set(reasons) <= must | set(dirt["malformed-id"])  # USCC check: see the xfail below
+    assert set(reasons) == set(dirt["missing"]) | set(dirt["bad-date"]) | set(dirt["malformed-id"])
     # a dirty row uploaded twice is quarantined twice: once per copy received
     assert (
         reports["credit_ratings"].quarantined
@@ -276,7 +275,7 @@ def test_dirt_is_quarantined_with_reasons_and_the_rest_loads(lake, district, dir
     for key, dropped in dirt["missing"].items():
         assert reasons[key] == f"required field '{dropped}' is missing or empty"
     for key in dirt["bad-date"]:
-        if key not in dirt["missing"]:
+        if key not in dirt["missing"] and key not in dirt["malformed-id"]:
             assert "'rated_on'" in reasons[key] and "before 'registered_on'" in reasons[key]
     # duplicates (the same row uploaded twice, with its own _id) collapse on the key
     got = table(lake, "credit_ratings").scan().to_arrow().column("rating_id").to_pylist()
@@ -289,11 +288,6 @@ def test_dirt_is_quarantined_with_reasons_and_the_rest_loads(lake, district, dir
     assert fac.rows_inserted == len(portal.facilities(district)) - fac.quarantined
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest/conform.py applies validate_as only to tokenised columns; the lead's conform change "
-    "(validate_as on any column) makes this pass",
-)
 def test_malformed_uscc_is_quarantined_with_the_reason(lake, district, dirty_portal):
     load(lake, dirty_portal, datasets=["credit_ratings"])
     dirt = portal.served_dirt(dirty_portal.app, "credit-rating-events")
