@@ -16,8 +16,8 @@ import pytest
 
 from ingest.contracts import REGISTRY_DIR, load_source
 from ingest.lake.storage import LakeStorage
-from ingest.lake.tables import RAW_NAMESPACE, open_catalog
-from ingest.pipeline import run_dataset
+from ingest.lake.tables import RAW_NAMESPACE, open_catalog, read_cursor
+from ingest.pipeline import replay_dataset, run_dataset
 from ingest.privacy import load_keys
 from ingest.privacy.leakscan import identifiers_of, scan_files
 from ingest.privacy.sealed import Sealer
@@ -171,3 +171,28 @@ def test_rejected_credentials_fail_fast_without_echoing_the_password(district, p
         with con.cursor() as cur:
             cur.execute("drop user if exists 'cdl_reader'@'%'")
         con.close()
+
+
+def test_replay_rebuilds_work_orders_from_landed_ndjson_without_the_database(lake, district, property_dsn):
+    property_db.sync(district, property_dsn)
+    load(lake, district, property_dsn, ["work_orders"])
+    district.advance(days=1)
+    property_db.sync(district, property_dsn)
+    load(lake, district, property_dsn, ["work_orders"])
+    table = open_catalog(lake).load_table((RAW_NAMESPACE, "property__work_orders"))
+    before, cursor = rows(lake), read_cursor(table)
+    con = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
+    with con.cursor() as cur:  # the source is gone: replay must not need it
+        cur.execute(f"drop database `{property_dsn.rsplit('/', 1)[1]}`")
+    con.close()
+    reports = replay_dataset(
+        SOURCE, ORDERS, from_date="2000-01-01", to_date="2100-01-01", rebuild=True, settings=lake
+    )
+    assert len(reports) == 2
+    after = rows(lake)
+    strip = ("_run_id", "_loaded_at")
+    assert {k: {c: v for c, v in r.items() if c not in strip} for k, r in after.items()} == {
+        k: {c: v for c, v in r.items() if c not in strip} for k, r in before.items()
+    }
+    table = open_catalog(lake).load_table((RAW_NAMESPACE, "property__work_orders"))
+    assert read_cursor(table) == cursor
