@@ -196,3 +196,24 @@ def test_replay_rebuilds_work_orders_from_landed_ndjson_without_the_database(lak
     }
     table = open_catalog(lake).load_table((RAW_NAMESPACE, "property__work_orders"))
     assert read_cursor(table) == cursor
+
+
+def test_a_merchant_with_an_invalid_uscc_is_quarantined_and_the_rest_load(lake, district, property_dsn):
+    property_db.sync(district, property_dsn)
+    good = truth(district)["merchants"]
+    some = next(iter(good.values()))
+    check = some["uscc"][-1]
+    broken = some["uscc"][:-1] + ("0" if check != "0" else "1")  # a typo in the check character
+    con = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
+    with con.cursor() as cur:
+        cur.execute(f"use `{property_dsn.rsplit('/', 1)[1]}`")
+        cur.execute(
+            "insert into merchants select %s, concat(name, '分店'), kind, industry, building_id, grid_id, "
+            "community_id, phone, licence_status, registered_on, updated_at, deleted_at "
+            "from merchants where uscc = %s",
+            (broken, some["uscc"]),
+        )
+    con.close()
+    report = load(lake, district, property_dsn, ["merchants"])["merchants"]
+    assert report.quarantined == 1 and report.rows_inserted == len(good)
+    assert set(rows(lake, "merchants")) == set(good)
