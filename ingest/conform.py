@@ -143,6 +143,9 @@ class Conformer:
     extra_columns: dict[str, str] = field(default_factory=dict)
     pseudonymiser: Any = None  # ingest.privacy.Pseudonymiser; required when the contract protects columns
     erased: set[str] = field(default_factory=set)  # tokens of erased residents: their rows are dropped
+    # When a dataset has no time cursor, "the record's time" (e.g. for the under-14 flag) is the
+    # time the run reads it up to.
+    as_of: datetime | None = None
 
     def __post_init__(self) -> None:
         self._declared = {c.field: c for c in self.dataset.columns}
@@ -268,7 +271,7 @@ class Conformer:
                 if not check.valid:
                     return f"field '{col.field}': {check.reason}"
                 if col.flag_minor:
-                    at = row.get(self.dataset.cursor.field) if self.dataset.cursor else None
+                    at = row.get(self.dataset.cursor.field) if self.dataset.cursor else self.as_of
                     row[f"{col.name}_is_minor"] = is_minor(check.birth_date, at.date()) if at else None
             elif col.validate_as == "mobile":
                 check = validate_mobile(value)

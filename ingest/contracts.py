@@ -142,6 +142,11 @@ class Dataset(_Strict):
         return self
 
     @property
+    def personal_columns(self) -> list[Column]:
+        """Columns holding personal information of any kind (tokenised or not)."""
+        return [c for c in self.columns if c.category is not None]
+
+    @property
     def protected_columns(self) -> list[Column]:
         return [c for c in self.columns if c.protect]
 

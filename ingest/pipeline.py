@@ -154,11 +154,14 @@ def _open(source: Source, dataset: Dataset, settings: Settings | None, run_id: s
     settings = settings or load_settings()
     storage = LakeStorage(settings)
     sealer = vault = pseudonymiser = None
-    if dataset.protected_columns:
-        # Refuses to run (PrivacyKeyMissing, with what to do) when the keys are not configured.
+    if dataset.personal_columns:
+        # Payloads and quarantined records of any dataset with personal data (identifiers, but also
+        # a minor's birth date or a diagnosis) are sealed at rest. Refuses to run
+        # (PrivacyKeyMissing, with what to do) when the keys are not configured.
         keys = load_keys()
-        pseudonymiser = keys.pseudonymiser()
         sealer = Sealer(keys.vault_key, "landing")
+    if dataset.protected_columns:
+        pseudonymiser = keys.pseudonymiser()
         vault = IdentityVault(storage, keys.vault_key, LakeAuditSink(storage))
     conformer = Conformer(source.name, dataset, pseudonymiser=pseudonymiser)
     if dataset.protected_columns:
@@ -331,6 +334,7 @@ def run_dataset(
     try:
         window = None
         report.cursor_before = read_cursor(table)
+        report.window_until = _iso(until)  # also "as of" for datasets without a time cursor
         if dataset.cursor:
             if since is None:
                 if report.cursor_before:
@@ -346,6 +350,7 @@ def run_dataset(
                 report.cursor_after = report.cursor_before
                 _finish(ctx, started, None)
                 return report
+        ctx.conformer.as_of = until
         url, secret = resolve_connection(source, base_url)
         connector = connector_for(source.connector)(url, api_key=secret, source=source.name)
         load_date = until.astimezone(UTC).date().isoformat()
@@ -427,6 +432,8 @@ def replay_dataset(
         if dataset.cursor and rec.get("cursor_after"):
             cap = datetime.fromisoformat(rec["cursor_after"])
         state_after = None if dataset.cursor else rec.get("cursor_after")
+        if rec.get("window_until") or rec.get("finished_at"):
+            ctx.conformer.as_of = datetime.fromisoformat(rec.get("window_until") or rec["finished_at"])
         try:
             _load_pages(ctx, pages, land=False, cursor_cap=cap, state_after=state_after)
         except BaseException as exc:

@@ -27,11 +27,18 @@ os.environ["INGEST_HTTP_TIMEOUT"] = "5"
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="cdl-airflow-unit-")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-for var in ("LAKE_URL", "ICEBERG_CATALOG_URI", "WAREHOUSE_PATH", "OPEN311_BASE_URL", "OPEN311_API_KEY"):
+for var in ("LAKE_URL", "ICEBERG_CATALOG_URI", "WAREHOUSE_PATH", "SIM_REGISTRY_DSN", "SIM_PROPERTY_DSN"):
     os.environ.pop(var, None)
 
+from ingest.contracts import load_registry  # noqa: E402
 from ingest.privacy import ensure_demo_keys  # noqa: E402
 from ingest.settings import Settings, load_settings  # noqa: E402
+
+# Every source's endpoint and credential variables: tests say where each source is themselves.
+for _source in load_registry().sources:
+    for var in (_source.connection.url_env, _source.connection.secret_env):
+        if var:
+            os.environ.pop(var, None)
 
 # One key pair for the session (subprocesses and Airflow inherit it).
 for var in ("CDL_PSEUDONYM_KEY", "CDL_IDENTITY_KEY", "CDL_KEYS_CONN_ID"):
