@@ -156,7 +156,7 @@ def test_bulk_export_kicks_off_honours_retry_after_downloads_and_cleans_up():
     records = [r for p in pages for r in p.records]
     assert len(records) == 2  # lastUpdated >= until: left for the next run
     first = json.loads(lines[0])
-    assert records[0]["resident_id"] == first["identifier"][0]["value"]
+    assert records[0]["resident_id_number"] == first["identifier"][0]["value"]
     assert records[0]["family_name"] + records[0]["given_name"] == first["name"][0]["text"]
     assert records[0]["birth_date"] == first["birthDate"]
     assert records[0]["address"] == building_level(first["address"][0]["text"])
@@ -216,9 +216,9 @@ def test_parse_reads_bundles_and_ndjson_and_without_drops_a_person_in_either_for
     assert (bundle.extension, len(bundle.records)) == ("json", 2)
     assert (ndjson.extension, len(ndjson.records)) == ("ndjson", 3)
 
-    gone = ndjson.records[1]["resident_id"]
+    gone = ndjson.records[1]["resident_id_number"]
     payload, removed = FhirConnector.without(
-        fixture("patient_export.ndjson"), lambda r: r["resident_id"] != gone
+        fixture("patient_export.ndjson"), lambda r: r["resident_id_number"] != gone
     )
     assert removed == 1 and gone.encode() not in payload
     assert len(FhirConnector.parse(payload, label="f1").records) == 2
@@ -261,8 +261,8 @@ def test_end_to_end_counts_incremental_and_no_clear_identifiers(district, simula
         p for p in patients.values() if records[p["id"]].resident.age_on(district.clock.date()) < 10
     )
     resident = records[sample["id"]].resident
-    assert sample["resident_id"].startswith("id_") and sample["family_name"].startswith("nm_")
-    assert sample["resident_id_is_minor"] is True
+    assert sample["resident_id_number"].startswith("id_") and sample["family_name"].startswith("nm_")
+    assert sample["resident_id_number_is_minor"] is True
     assert sample["address"] == district.buildings_by_id[resident.building_id].address  # building level
     assert sample["grid_code"] == resident.grid_id and sample["birth_date"] == resident.birth_date
 
@@ -363,7 +363,7 @@ def test_a_patients_token_is_the_open311_requester_token_of_the_same_person(dist
         open_catalog(lake).load_table(("raw", "open311__service_requests")).scan().to_arrow().to_pylist()
     )
     requester_tokens = {r["account_id"] for r in requests if r["account_id"]}
-    patient_tokens = {p["resident_id"] for p in table_rows(lake, "patients")}
+    patient_tokens = {p["resident_id_number"] for p in table_rows(lake, "patients")}
     both = requester_tokens & patient_tokens
     assert both, "residents who filed requests and are registered patients link by token"
     pseudonymiser = load_keys().pseudonymiser()

@@ -621,7 +621,7 @@ def _patient(res: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     lines = address.get("line") or []
     return {
         "id": res.get("id"),
-        "resident_id": ident.get("value"),
+        "resident_id_number": ident.get("value"),
         "family_name": name.get("family"),
         "given_name": "".join(name.get("given") or []) or None,
         "gender": res.get("gender"),
@@ -677,9 +677,9 @@ def _condition(res: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
         "id": res.get("id"),
         "clinical_status": _coding(res.get("clinicalStatus")).get("code"),
         "verification_status": _coding(res.get("verificationStatus")).get("code"),
-        "code_system": code.get("system"),
-        "code": code.get("code"),
-        "code_display": code.get("display"),
+        "condition_system": code.get("system"),
+        "condition_code": code.get("code"),
+        "condition_display": code.get("display"),
         "patient_id": _ref_id(res.get("subject"), "Patient"),
         "onset_datetime": res.get("onsetDateTime"),
         "recorded_date": res.get("recordedDate"),
