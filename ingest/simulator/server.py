@@ -203,6 +203,7 @@ def serve(
         port=port,
         dirt=dirt,
     )
+
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt
 
