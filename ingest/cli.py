@@ -282,11 +282,26 @@ def simulator(
     seed: Annotated[int, typer.Option()] = 42,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8765,
+    dropzone: Annotated[str, typer.Option(help="folder for OneRoster bundles")] = "data/dropzone/oneroster",
+    advance_every: Annotated[
+        float, typer.Option(help="seconds; > 0 moves the district clock on in real time")
+    ] = 0.0,
 ) -> None:
-    """Serve the synthetic demo district's source systems on loopback (Ctrl-C stops it)."""
+    """Feed the synthetic demo district into all eight source systems (Ctrl-C stops it).
+
+    HTTP standards on HOST:PORT, the registry in PostgreSQL and the property system in MariaDB
+    (SIM_REGISTRY_DSN / SIM_PROPERTY_DSN), OneRoster bundles in the drop folder.
+    """
     from ingest.simulator.server import serve
 
-    serve(residents=residents, seed=seed, host=host, port=port)
+    serve(
+        residents=residents,
+        seed=seed,
+        host=host,
+        port=port,
+        dropzone=dropzone,
+        advance_every=advance_every,
+    )
 
 
 @app.command()
