@@ -377,3 +377,51 @@ def test_a_patients_token_is_the_open311_requester_token_of_the_same_person(dist
             assert token in patient_tokens  # the same person, the same token, across the two silos
             linked += 1
     assert linked > 0 and len(both) > 0
+
+
+def test_export_files_elsewhere_get_no_token_unless_required_and_a_503_on_a_file_is_retried():
+    manifest = json.loads(fixture("export_manifest.json"))
+    file_url = "https://files.example-cdn.cn/exports/7a3e/Patient.ndjson"
+    manifest.update(requiresAccessToken=False, output=[{"type": "Patient", "url": file_url}])
+    file_requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/$export"):
+            assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+            return httpx.Response(202, headers={"Content-Location": f"{BASE}/bulkstatus/7a3e"})
+        if str(request.url) == file_url:
+            file_requests.append(request)
+            if len(file_requests) == 1:
+                return httpx.Response(503, headers={"Retry-After": "0"})
+            return httpx.Response(200, content=fixture("patient_export.ndjson"))
+        return httpx.Response(200, json=manifest) if request.method == "GET" else httpx.Response(202)
+
+    pages = list(connector(handler).extract(PATIENTS, Window(WINDOW.since, datetime(2026, 5, 1, tzinfo=UTC))))
+    assert sum(len(p.records) for p in pages) == 3
+    assert len(file_requests) == 2  # retried after the 503
+    assert all("Authorization" not in r.headers for r in file_requests)  # the token stays home
+
+
+def test_a_download_cut_mid_file_resumes_without_repeating_or_losing_lines():
+    body = fixture("patient_export.ndjson")
+    cut = body.index(b"\n") + 1 + 40  # one whole line, then part of the second
+    attempts = []
+
+    def stream(first: bool):
+        yield body[:cut] if first else body
+        if first:
+            raise httpx.ReadError("connection reset by peer")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/$export"):
+            return httpx.Response(202, headers={"Content-Location": f"{BASE}/bulkstatus/7a3e"})
+        if request.url.path.endswith(".ndjson"):
+            attempts.append(request)
+            return httpx.Response(200, content=stream(len(attempts) == 1))
+        manifest = json.loads(fixture("export_manifest.json"))
+        return httpx.Response(200, json=manifest) if request.method == "GET" else httpx.Response(202)
+
+    dataset = with_options(PATIENTS, batch_lines=1)
+    pages = list(connector(handler).extract(dataset, Window(WINDOW.since, datetime(2026, 5, 1, tzinfo=UTC))))
+    assert len(attempts) == 2
+    assert b"".join(p.payload for p in pages) == body  # each line exactly once, in order
