@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import pyarrow as pa
@@ -313,7 +313,7 @@ class Conformer:
                     return {}, f"field '{col.field}': {check.reason}"
                 row[col.name] = getattr(check, "normalised", None) or row[col.name]
             if col.not_before and row[col.name] is not None and row.get(col.not_before) is not None:
-                if row[col.name] < row[col.not_before]:
+                if _instant(row[col.name]) < _instant(row[col.not_before]):
                     return {}, (
                         f"field '{col.field}' ({row[col.name].isoformat()}) is before "
                         f"'{col.not_before}' ({row[col.not_before].isoformat()})"
@@ -340,3 +340,10 @@ def _validate_resident_id(value: Any) -> Any:
 
 
 _VALIDATORS = {"uscc": _validate_uscc, "mobile": _validate_mobile, "resident_id": _validate_resident_id}
+
+
+def _instant(value: Any) -> Any:
+    """Dates and timestamps compare on one axis: a date is its midnight UTC."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime.combine(value, time.min, UTC)
+    return value

@@ -188,3 +188,21 @@ def test_minors_are_flagged_from_the_birth_date_in_their_id_number():
     child = first17 + resident_id_check_char(first17)
     rows = conform([{**GOOD, **REQUESTER}, {**GOOD, **REQUESTER, "account_id": child}]).table.to_pylist()
     assert [r["account_id_is_minor"] for r in rows] == [False, True]
+
+
+def test_a_date_compares_with_a_timestamp_in_not_before():
+    """A FHIR Patient with a birth date after the record's lastUpdated is impossible: quarantined."""
+    patients = load_registry().source("health").dataset("patients")
+    fhir = Conformer("health", patients, pseudonymiser=PSEUDONYMISER)
+    base = {
+        "id": "p1",
+        "last_updated": "2026-03-01T08:00:00+08:00",
+        "resident_id_number": "310106200507093000",
+    }
+    batch = fhir.conform(
+        [{**base, "birth_date": "2031-05-01"}, {**base, "id": "p2", "birth_date": "1990-05-01"}]
+    )
+    assert [r.reason for r in batch.rejected] == [
+        "field 'last_updated' (2026-03-01T00:00:00+00:00) is before 'birth_date' (2031-05-01)"
+    ]
+    assert batch.table.column("id").to_pylist() == ["p2"]
