@@ -143,6 +143,8 @@ class Conformer:
     extra_columns: dict[str, str] = field(default_factory=dict)
     pseudonymiser: Any = None  # ingest.privacy.Pseudonymiser; required when the contract protects columns
     erased: set[str] = field(default_factory=set)  # tokens of erased residents: their rows are dropped
+    # column name -> erased keys of the dataset it references (an erased patient's encounters)
+    erased_refs: dict[str, set[str]] = field(default_factory=dict)
     # When a dataset has no time cursor, "the record's time" (e.g. for the under-14 flag) is the
     # time the run reads it up to.
     as_of: datetime | None = None
@@ -239,6 +241,13 @@ class Conformer:
                 ):
                     erased += 1
                     continue
+            if (
+                reason is None
+                and self.erased_refs
+                and any(row.get(name) in keys for name, keys in self.erased_refs.items())
+            ):
+                erased += 1
+                continue
             if reason is not None:
                 rejected.append(Rejected(record=rec, reason=reason))
                 continue

@@ -64,6 +64,10 @@ class Column(_Strict):
     validate_as: Literal["resident_id", "mobile", "uscc"] | None = Field(
         default=None, description="identifier check; failures are quarantined"
     )
+    references: str | None = Field(
+        default=None,
+        description="'<dataset>.<column>' of the same source this value points at (erasure follows it)",
+    )
     flag_minor: bool = Field(
         default=False,
         description="resident ID numbers: add <name>_is_minor (under 14 at the record's time)",
@@ -187,6 +191,21 @@ class Source(_Strict):
         if not re.fullmatch(r"[a-z][a-z0-9_]*", value):
             raise ValueError(f"source name {value!r} must be a lowercase slug")
         return value
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Source:
+        for ds in self.datasets:
+            for col in ds.columns:
+                if not col.references:
+                    continue
+                target_ds, _, target_col = col.references.partition(".")
+                target = next((d for d in self.datasets if d.name == target_ds), None)
+                if target is None or target_col not in {c.name for c in target.columns}:
+                    raise ValueError(
+                        f"dataset {ds.name}: {col.name}.references {col.references!r} is not "
+                        f"'<dataset>.<column>' of source {self.name}"
+                    )
+        return self
 
     def dataset(self, name: str) -> Dataset:
         for ds in self.datasets:

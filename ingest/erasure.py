@@ -3,14 +3,16 @@
 ``erase_resident`` finds the resident's pseudonym (from the ID number, or given directly), and:
 
 1. deletes their rows from every raw table that carries a protected identifier (Iceberg row
-   deletes), then expires the older snapshots and removes the data files only they referenced,
-   so time travel cannot bring the rows back;
+   deletes) and the rows that point at those (a column with ``references``: a patient's
+   encounters, a student's enrolments), then expires the older snapshots and removes the data
+   files only they referenced, so time travel cannot bring the rows back;
 2. removes their records from the sealed landing payloads and quarantine files (re-sealed in
    place), so a replay cannot bring them back either;
 3. removes their identifiers from the identity zone (audited, fail closed) — tokens still used by
    other residents' rows (a shared phone, a common given name) stay;
-4. adds their token to the erasure register (``identity/erased.bin``, sealed): later loads drop
-   rows of erased residents even if the source sends them again;
+4. adds their token — and the keys of their linked records — to the erasure register
+   (``identity/erased.bin``, sealed): later loads drop rows of erased residents, and rows
+   pointing at them, even if the source sends them again;
 5. rebuilds the warehouse (optional) and writes an audit record with counts, never identifiers.
 """
 
@@ -22,6 +24,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+import pyarrow as pa
 from pyiceberg.expressions import EqualTo, In
 
 from ingest.contracts import Dataset, Source, load_registry, table_name
@@ -49,19 +52,47 @@ class ErasureReport:
 
 
 class ErasureRegister:
-    """Tokens of erased residents, sealed in the identity zone."""
+    """Who was erased, sealed in the identity zone: residents' tokens, and the keys of records
+    that point at them without carrying a token (``<source>.<dataset>.<column>`` -> keys, e.g. the
+    erased patients' FHIR ids that their encounters reference)."""
 
     def __init__(self, storage: LakeStorage, sealer: Sealer) -> None:
         self.storage, self.sealer = storage, sealer
 
-    def tokens(self) -> set[str]:
+    def _read(self) -> dict:
         if not self.storage.exists(REGISTER):
-            return set()
-        return set(json.loads(self.sealer.open(REGISTER, self.storage.read_bytes(REGISTER))))
+            return {"tokens": [], "keys": {}}
+        data = json.loads(self.sealer.open(REGISTER, self.storage.read_bytes(REGISTER)))
+        return {"tokens": data, "keys": {}} if isinstance(data, list) else data
 
-    def add(self, token: str) -> None:
-        tokens = sorted(self.tokens() | {token})
-        self.storage.write_bytes(REGISTER, self.sealer.seal(REGISTER, json.dumps(tokens).encode()))
+    def tokens(self) -> set[str]:
+        return set(self._read()["tokens"])
+
+    def keys(self) -> dict[str, set[str]]:
+        return {name: set(values) for name, values in self._read()["keys"].items()}
+
+    def add(self, token: str, keys: dict[str, set[str]] | None = None) -> None:
+        data = self._read()
+        data["tokens"] = sorted(set(data["tokens"]) | {token})
+        for name, values in (keys or {}).items():
+            data["keys"][name] = sorted(set(data["keys"].get(name, [])) | {str(v) for v in values})
+        self.storage.write_bytes(REGISTER, self.sealer.seal(REGISTER, json.dumps(data).encode()))
+
+
+def referencing_columns(source: Source, dataset: Dataset, column: str) -> list[tuple[Dataset, str]]:
+    """(dataset, column) pairs of ``source`` whose values point at ``dataset.column``."""
+    target = f"{dataset.name}.{column}"
+    return [(ds, c.name) for ds in source.datasets for c in ds.columns if c.references == target]
+
+
+def erased_refs(source: Source, dataset: Dataset, register: ErasureRegister) -> dict[str, set[str]]:
+    """For the conformer: referencing column -> erased keys of the dataset it points at."""
+    keys = register.keys()
+    return {
+        c.name: keys[f"{source.name}.{c.references}"]
+        for c in dataset.columns
+        if c.references and f"{source.name}.{c.references}" in keys
+    }
 
 
 def _identifier_column(dataset: Dataset) -> str | None:
@@ -78,22 +109,24 @@ def _personal_datasets() -> list[tuple[Source, Dataset, str]]:
     return found
 
 
-def _purge_raw(settings: Settings, storage: LakeStorage, source: Source, ds: Dataset, column: str, token: str,
-               report: ErasureReport) -> set[str]:  # fmt: skip
-    """Delete the resident's rows and every file that still holds them; return their other tokens."""
+def _purge_raw(settings: Settings, storage: LakeStorage, source: Source, ds: Dataset, row_filter,
+               selected: list[str], report: ErasureReport) -> pa.Table | None:  # fmt: skip
+    """Delete the rows ``row_filter`` matches and every file that still holds them.
+
+    Returns the deleted rows' ``selected`` columns (None when the table does not exist).
+    """
     catalog = open_catalog(settings)
     ident = (RAW_NAMESPACE, table_name(source.name, ds.name))
     if not catalog.table_exists(ident):
-        return set()
+        return None
     table = catalog.load_table(ident)
-    protected = [c.name for c in ds.protected_columns]
-    rows = table.scan(row_filter=EqualTo(column, token), selected_fields=tuple(protected)).to_arrow()
-    report.rows_deleted[".".join(ident)] = rows.num_rows
+    rows = table.scan(row_filter=row_filter, selected_fields=tuple(selected)).to_arrow()
+    name = ".".join(ident)
+    report.rows_deleted[name] = report.rows_deleted.get(name, 0) + rows.num_rows
     if rows.num_rows == 0:
-        return set()
-    tokens = {t for name in protected for t in rows.column(name).to_pylist() if t}
+        return rows
     with table.transaction() as tx:
-        tx.delete(EqualTo(column, token), snapshot_properties={"ingest.operation": "erasure"})
+        tx.delete(row_filter, snapshot_properties={"ingest.operation": "erasure"})
     table = catalog.load_table(ident)
     current = table.current_snapshot()
     keep = {task.file.file_path for task in table.scan().plan_files()}
@@ -108,7 +141,30 @@ def _purge_raw(settings: Settings, storage: LakeStorage, source: Source, ds: Dat
     for path in sorted(doomed - keep):
         storage.delete(storage.relpath_of(path))
         report.data_files_removed += 1
-    return tokens
+    return rows
+
+
+def _scan_keys(settings: Settings, source: Source, ds: Dataset, row_filter, key: str) -> set[str]:
+    catalog = open_catalog(settings)
+    ident = (RAW_NAMESPACE, table_name(source.name, ds.name))
+    if not catalog.table_exists(ident):
+        return set()
+    rows = catalog.load_table(ident).scan(row_filter=row_filter, selected_fields=(key,)).to_arrow()
+    return {str(v) for v in rows.column(0).to_pylist() if v is not None}
+
+
+def _scrub(
+    storage: LakeStorage, sealer: Sealer, source: Source, ds: Dataset, keep, report: ErasureReport
+) -> None:
+    """The records ``keep`` rejects, out of the dataset's sealed landing payloads and quarantine files."""
+    connector = connector_for(source.connector)
+    landing = _scrub_objects(storage, sealer, f"landing/{source.name}/{ds.name}/", keep, connector.without)
+    quarantine = _scrub_objects(
+        storage, sealer, f"quarantine/{source.name}/{ds.name}/", keep, _rewrite_quarantine
+    )
+    report.landing_records_removed += landing[0]
+    report.landing_objects_rewritten += landing[1]
+    report.quarantine_records_removed += quarantine[0]
 
 
 def _still_referenced(settings: Settings, tokens: set[str]) -> set[str]:
@@ -169,11 +225,30 @@ def erase_resident(
     sealer = Sealer(keys.vault_key, "landing")
     report = ErasureReport()
     # Register first: from now on no load can bring the resident back, whatever fails below.
-    ErasureRegister(storage, Sealer(keys.vault_key, "erasure")).add(token)
+    register = ErasureRegister(storage, Sealer(keys.vault_key, "erasure"))
+    register.add(token)
+    personal = _personal_datasets()
+
+    # Records that point at the resident's records without carrying a token (a patient's
+    # encounters, a student's enrolments): their keys are registered before anything is deleted.
+    linked: list[tuple[Source, Dataset, str, set[str]]] = []
+    ref_keys: dict[str, set[str]] = {}
+    for source, ds, column in personal:
+        for key in ds.primary_key:
+            children = referencing_columns(source, ds, key)
+            values = _scan_keys(settings, source, ds, EqualTo(column, token), key) if children else set()
+            if values:
+                ref_keys[f"{source.name}.{ds.name}.{key}"] = values
+                linked += [(source, child, col, values) for child, col in children]
+    if ref_keys:
+        register.add(token, ref_keys)
 
     other_tokens: set[str] = set()
-    for source, ds, column in _personal_datasets():
-        other_tokens |= _purge_raw(settings, storage, source, ds, column, token, report)
+    for source, ds, column in personal:
+        protected = [c.name for c in ds.protected_columns]
+        rows = _purge_raw(settings, storage, source, ds, EqualTo(column, token), protected, report)
+        if rows is not None:
+            other_tokens |= {t for name in protected for t in rows.column(name).to_pylist() if t}
         field_name = ds.column(column).field
 
         def keep(record: dict, _field: str = field_name) -> bool:
@@ -185,16 +260,16 @@ def erase_resident(
             except ValueError:
                 return True
 
-        connector = connector_for(source.connector)
-        landing = _scrub_objects(
-            storage, sealer, f"landing/{source.name}/{ds.name}/", keep, connector.without
-        )
-        quarantine = _scrub_objects(
-            storage, sealer, f"quarantine/{source.name}/{ds.name}/", keep, _rewrite_quarantine
-        )
-        report.landing_records_removed += landing[0]
-        report.landing_objects_rewritten += landing[1]
-        report.quarantine_records_removed += quarantine[0]
+        _scrub(storage, sealer, source, ds, keep, report)
+
+    for source, child, col, values in linked:
+        _purge_raw(settings, storage, source, child, In(col, values), [col], report)
+        child_field = child.column(col).field
+
+        def keep_linked(record: dict, _field: str = child_field, _values: set[str] = values) -> bool:
+            return str(record.get(_field)) not in _values
+
+        _scrub(storage, sealer, source, child, keep_linked, report)
 
     doomed = ({token} | other_tokens) - _still_referenced(settings, other_tokens | {token})
     vault = IdentityVault(storage, keys.vault_key, LakeAuditSink(storage))

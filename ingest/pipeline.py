@@ -154,7 +154,8 @@ def _open(source: Source, dataset: Dataset, settings: Settings | None, run_id: s
     settings = settings or load_settings()
     storage = LakeStorage(settings)
     sealer = vault = pseudonymiser = None
-    if dataset.personal_columns:
+    linked = any(c.references for c in dataset.columns)
+    if dataset.personal_columns or linked:
         # Payloads and quarantined records of any dataset with personal data (identifiers, but also
         # a minor's birth date or a diagnosis) are sealed at rest. Refuses to run
         # (PrivacyKeyMissing, with what to do) when the keys are not configured.
@@ -164,10 +165,13 @@ def _open(source: Source, dataset: Dataset, settings: Settings | None, run_id: s
         pseudonymiser = keys.pseudonymiser()
         vault = IdentityVault(storage, keys.vault_key, LakeAuditSink(storage))
     conformer = Conformer(source.name, dataset, pseudonymiser=pseudonymiser)
-    if dataset.protected_columns:
-        from ingest.erasure import ErasureRegister
+    if dataset.protected_columns or linked:
+        from ingest.erasure import ErasureRegister, erased_refs
 
-        conformer.erased = ErasureRegister(storage, Sealer(keys.vault_key, "erasure")).tokens()
+        register = ErasureRegister(storage, Sealer(keys.vault_key, "erasure"))
+        if dataset.protected_columns:
+            conformer.erased = register.tokens()
+        conformer.erased_refs = erased_refs(source, dataset, register)
     report = DatasetReport(
         source=source.name,
         dataset=dataset.name,

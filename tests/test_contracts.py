@@ -206,3 +206,10 @@ def test_a_date_compares_with_a_timestamp_in_not_before():
         "field 'last_updated' (2026-03-01T00:00:00+00:00) is before 'birth_date' (2031-05-01)"
     ]
     assert batch.table.column("id").to_pylist() == ["p2"]
+
+
+def test_a_reference_must_name_a_dataset_column_of_the_same_source():
+    data = load_registry().source("health").model_dump()
+    data["datasets"][1]["columns"][0]["references"] = "patients.no_such_column"
+    with pytest.raises(ValueError, match="references 'patients.no_such_column'"):
+        Source.model_validate(data)

@@ -141,3 +141,52 @@ def test_landing_past_retention_is_purged_and_replay_skips_it(lake, district, si
         settings=lake,
     )
     assert [r.landing_prefix.split("load_date=")[1][:10] for r in replayed] == ["2026-12-01"]
+
+
+def _landed_health_text(lake, dataset: str) -> str:
+    storage, sealer = LakeStorage(lake), Sealer(load_keys().vault_key, "landing")
+    return "".join(
+        sealer.open(rel, storage.read_bytes(rel)).decode()
+        for rel in storage.list(f"landing/health/{dataset}/")
+    )
+
+
+def test_erasure_follows_references_to_records_without_a_token(lake, district, simulator):
+    """A patient's encounters, immunizations and conditions carry only the FHIR patient id: the
+    erasure follows `references: patients.id` and keeps them out of later loads too."""
+    url = simulator.url_for("fhir")
+    run_source("health", until=UNTIL, base_url=url, settings=lake)
+    catalog = open_catalog(lake)
+    encounters = catalog.load_table((RAW_NAMESPACE, "health__encounters")).scan().to_arrow()
+    patient_id = Counter(encounters.column("patient_id").to_pylist()).most_common(1)[0][0]
+    patients = catalog.load_table((RAW_NAMESPACE, "health__patients"))
+    (token,) = patients.scan(row_filter=EqualTo("id", patient_id)).to_arrow().column("resident_id_number")
+    linked = {
+        ds: catalog.load_table((RAW_NAMESPACE, f"health__{ds}"))
+        .scan(row_filter=EqualTo("patient_id", patient_id))
+        .to_arrow()
+        .num_rows
+        for ds in ("encounters", "immunizations", "conditions")
+    }
+    assert linked["encounters"] >= 2
+    assert f"Patient/{patient_id}" in _landed_health_text(lake, "encounters")
+
+    report = erase_resident(token=token.as_py(), actor="clerk-07", settings=lake, rebuild_warehouse=False)
+
+    for ds, n in linked.items():
+        table = open_catalog(lake).load_table((RAW_NAMESPACE, f"health__{ds}"))
+        assert report.rows_deleted[f"raw.health__{ds}"] == n
+        assert table.scan(row_filter=EqualTo("patient_id", patient_id)).to_arrow().num_rows == 0
+        # no older snapshot still holds them either
+        assert len(table.snapshots()) == 1
+        assert f"Patient/{patient_id}" not in _landed_health_text(lake, ds)
+    assert report.landing_records_removed >= 1 + linked["encounters"]
+
+    # The centre still serves them: a full reload (new lake state, same register) keeps them out.
+    for ds in ("encounters", "immunizations", "conditions"):
+        open_catalog(lake).drop_table((RAW_NAMESPACE, f"health__{ds}"))
+    reports = run_source("health", until=UNTIL, base_url=url, settings=lake)
+    assert sum(r.erased_skipped for r in reports if r.dataset != "patients") == sum(linked.values())
+    for ds in ("encounters", "immunizations", "conditions"):
+        table = open_catalog(lake).load_table((RAW_NAMESPACE, f"health__{ds}"))
+        assert table.scan(row_filter=EqualTo("patient_id", patient_id)).to_arrow().num_rows == 0
