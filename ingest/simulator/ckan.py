@@ -59,6 +59,7 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from ingest.simulator import oneroster
 from ingest.simulator.dirt import DirtConfig, _fraction, dirty
 from ingest.simulator.district import TZ, District
 from ingest.simulator.economy import Enterprise, enterprises, grid_of_building
@@ -250,7 +251,6 @@ def facilities(district: District) -> list[dict[str, Any]]:
             continue
         root = street.name.removesuffix("街道")
         for suffix, category, category_name, capacity in (
-            ("PS", "school", "小学", 600 + rng.randrange(0, 600)),
             ("KG", "kindergarten", "幼儿园", 150 + rng.randrange(0, 150)),
         ):
             add(
@@ -264,6 +264,22 @@ def facilities(district: District) -> list[dict[str, Any]]:
                 opening_hours="07:30-17:00",
                 capacity=capacity,
             )
+    # The schools are the education bureau's own (the same ones whose rosters arrive as OneRoster
+    # bundles), placed in their catchment.
+    for school in oneroster.schools(district):
+        catchment = set(school.communities)
+        places = [b for b in district.buildings if b.community_id in catchment] or district.buildings
+        add(
+            f"FC-{school.sourced_id}",
+            school.name,
+            "school",
+            "小学" if school.level == "primary" else "中学",
+            rng.choice(places),
+            operator_name="明湖区教育局",
+            phone=f"021-{rng.randrange(5000_0000, 6999_9999)}",
+            opening_hours="07:30-17:00",
+            capacity=600 + rng.randrange(0, 900),
+        )
     for e in enterprises(district):
         kind = _FACILITY_KINDS.get(e.industry)
         if kind is None or e.kind not in {"social_org", "public_institution"}:
