@@ -623,3 +623,27 @@ def test_keys_wire_the_pseudonymiser_and_the_vault(storage, tmp_path):
     vault.put("demo", pseudonymiser.mapping("phone", ["+86 138-0013-8000"]))
     token = pseudonymiser.token("phone", "13800138000")
     assert vault.resolve([token], purpose="demo", actor="make run") == {token: "13800138000"}
+
+
+def test_leak_scanner_finds_every_kind_of_identifier_in_one_pass(tmp_path):
+    from ingest.privacy.leakscan import scan_files
+
+    needles = {"11010519491231002X", "13912345678", "王小明", "李雷", "Zhang Wei"}
+    (tmp_path / "a.json").write_text(
+        '{"id":"11010519491231002X","note":"王小明来电","tel":"+8613912345678"}', encoding="utf-8"
+    )
+    (tmp_path / "b.log").write_text("reported by Zhang Wei; 李雪 (not 李雷's sister)", encoding="utf-8")
+    (tmp_path / "c.bin").write_bytes(b"\x00\xff" + "李雷".encode() + b"\xfe")
+    (tmp_path / "clean.txt").write_text("王小 明 1391234567 8", encoding="utf-8")
+    files, hits = scan_files([tmp_path], needles)
+    assert files == 4
+    assert sorted(h.split(" in ")[0] + "@" + h.rsplit("/", 1)[-1] for h in hits) == sorted(
+        [
+            "11010519491231002X@a.json",
+            "13912345678@a.json",
+            "王小明@a.json",
+            "Zhang Wei@b.log",
+            "李雷@b.log",
+            "李雷@c.bin",
+        ]
+    )

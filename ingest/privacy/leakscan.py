@@ -7,12 +7,46 @@ warehouse is searched table by table and view by view.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import duckdb
 
 from ingest.duck import install_extensions
+
+# Runs of the characters identifiers are made of: digits (ID numbers end in X), and CJK (names).
+_RUNS = re.compile(r"[0-9Xx]+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+
+class _Needles:
+    """Finds which needles occur in a text in one pass, however many needles there are.
+
+    Searching each of thousands of identifiers separately costs needles x text; here the text is
+    cut into runs of digits and of CJK characters (what ID numbers, mobiles and names are made
+    of) and every substring of a needle's length is looked up in a set. Needles made of other
+    characters are searched for directly.
+    """
+
+    def __init__(self, needles: Iterable[str]) -> None:
+        needles = set(needles)
+        self.indexed = {n for n in needles if _RUNS.fullmatch(n)}
+        self.other = needles - self.indexed
+        self.lengths = sorted({len(n) for n in self.indexed})
+
+    def find(self, text: str) -> set[str]:
+        found = {n for n in self.other if n in text}
+        for match in _RUNS.finditer(text):
+            run = match.group()
+            for length in self.lengths:
+                if length > len(run):
+                    break
+                found.update(
+                    run[i : i + length]
+                    for i in range(len(run) - length + 1)
+                    if run[i : i + length] in self.indexed
+                )
+        return found
 
 
 def _decoded_text(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
@@ -31,7 +65,7 @@ def scan_files(
     con = duckdb.connect()
     con.execute("load avro")
     skipped = [p.resolve() for p in skip]
-    encoded = {n: n.encode() for n in needles}
+    matcher = _Needles(needles)
     scanned, hits = 0, []
     for root in roots:
         for path in sorted(root.rglob("*")):
@@ -41,11 +75,10 @@ def scan_files(
                 continue  # scanned through DuckDB itself by scan_warehouse
             scanned += 1
             text = _decoded_text(con, path)
-            if text is not None:
-                hits += [f"{n} in {path}" for n in needles if n in text]
-            else:
-                data = path.read_bytes()
-                hits += [f"{n} in {path}" for n, b in encoded.items() if b in data]
+            if text is None:
+                # any other file: its bytes as UTF-8 (invalid bytes become U+FFFD, which ends a run)
+                text = path.read_bytes().decode("utf-8", errors="replace")
+            hits += [f"{n} in {path}" for n in sorted(matcher.find(text))]
     return scanned, hits
 
 
@@ -60,9 +93,10 @@ def scan_warehouse(path: Path, needles: set[str]) -> tuple[int, list[str]]:
         "where table_schema not in ('information_schema', 'pg_catalog')"
     ).fetchall()
     hits = []
+    matcher = _Needles(needles)
     for schema, name in relations:
         text = "\n".join(map(str, con.execute(f'select * from "{schema}"."{name}"').fetchall()))
-        hits += [f"{n} in {schema}.{name}" for n in needles if n in text]
+        hits += [f"{n} in {schema}.{name}" for n in sorted(matcher.find(text))]
     con.close()
     return len(relations), hits
 
