@@ -210,6 +210,9 @@ class HealthCentre:
                 registered = self._migrated(("patient", rid), self.go_live)
             else:
                 registered = _daytime(rng, self.go_live + timedelta(seconds=rng.uniform(0, span * 0.6)))
+            # Nobody has a record before they are born: babies are registered two weeks after birth.
+            born = datetime.combine(resident.birth_date, datetime.min.time(), TZ)
+            registered = max(registered, born + timedelta(days=14, hours=10))
             patient = PatientRecord(
                 f"pat-{_hex(seed, rid)}",
                 resident,
