@@ -263,5 +263,6 @@ def test_the_warehouse_carries_identifiers_only_as_tokens_and_opens_nothing_sens
     ).fetchall()
     con.close()
     assert identifiers and restricted and found
-    assert not identifiers & {name for _, name in found}
-    assert not restricted & {name for schema, name in found if schema == "open_data"}
+    assert not identifiers & {name for _, name in found}, identifiers & {name for _, name in found}
+    in_open_data = {name for schema, name in found if schema == "open_data"}
+    assert not restricted & in_open_data, restricted & in_open_data

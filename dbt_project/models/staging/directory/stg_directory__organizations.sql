@@ -19,9 +19,9 @@ renamed as (
         cast(alternate_name as varchar) as alternate_name,
         cast(description as varchar) as organization_description,
         cast(legal_status as varchar) as legal_status,
-        cast(email as varchar) as email,
+        cast(email as varchar) as organization_email,
         cast(website as varchar) as website,
-        cast(phone as varchar) as phone,
+        cast(phone as varchar) as organization_phone,
 
         ----------  numerics
         cast(year_incorporated as integer) as year_incorporated,
