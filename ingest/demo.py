@@ -25,11 +25,10 @@ from ingest.status import collect
 from ingest.warehouse import summarise_run_results
 
 EXAMPLE_QUERY = """\
-select service_code, any_value(service_name) as service, sum(requests_received) as requests,
-       sum(requests_closed) as closed,
-       round(sum(closed_within_sla) / nullif(sum(requests_closed), 0), 2) as share_closed_within_sla
-from marts.mart_service_requests_daily
-group by service_code order by requests desc limit 5"""
+select grid_code, grid_name, residents, residents_60_plus, health_patients, enrolled_students,
+       service_requests, incidents, public_facilities, merchants
+from marts.mart_grid_profile
+order by residents desc limit 5"""
 
 
 def run_dags(dag_ids: list[str], env: dict[str, str], log_dir: Path, logical: datetime) -> dict[str, str]:
