@@ -45,11 +45,9 @@ header). ``state_of(app).authorizations`` records the ``Authorization`` header v
 from __future__ import annotations
 
 import json
-import math
 import re
 import threading
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from random import Random
@@ -63,6 +61,7 @@ from ingest.simulator import oneroster
 from ingest.simulator.dirt import DirtConfig, _fraction, dirty
 from ingest.simulator.district import TZ, District
 from ingest.simulator.economy import Enterprise, enterprises, grid_of_building
+from ingest.simulator.faults import Fault, FaultCounters, FaultQueue
 
 PREFIX = "/ckan"
 ACTION = PREFIX + "/api/3/action"
@@ -483,43 +482,24 @@ def _full_text(row: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class CkanFault:
-    """Make the next ``count`` CKAN calls answer HTTP ``status`` (with ``Retry-After`` if set)."""
-
-    status: int = 503
-    count: int = 1
-    retry_after: float | None = None
+# Make the next ``count`` CKAN calls answer HTTP ``status`` (with ``Retry-After`` if set).
+CkanFault = Fault
 
 
 @dataclass
-class CkanState:
+class CkanState(FaultCounters):
     district: District
     dirt: DirtConfig | None
-    faults: deque[list[Any]] = field(default_factory=deque)
-    calls: int = 0
-    faulted: int = 0
+    faults: FaultQueue = field(default_factory=FaultQueue)
     authorizations: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _cache: dict[tuple[str, datetime], tuple[list[dict[str, Any]], dict[str, dict[str, str]]]] = field(
         default_factory=dict
     )
 
-    def add_fault(self, fault: CkanFault) -> None:
-        with self.lock:
-            self.faults.append([fault, fault.count])
-
-    def take_fault(self) -> CkanFault | None:
-        with self.lock:
-            self.calls += 1
-            if not self.faults:
-                return None
-            entry = self.faults[0]
-            entry[1] -= 1
-            if entry[1] <= 0:
-                self.faults.popleft()
-            self.faulted += 1
-            return entry[0]
+    def add_fault(self, fault: Fault) -> int:
+        """Queue ``fault``; returns the CKAN calls now pending a fault."""
+        return self.faults.add(fault)
 
     def rows(self, resource: Resource) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]]]:
         """The resource's rows (with ``_id``) at the current clock, cached per clock value."""
@@ -666,12 +646,9 @@ def mount(app: FastAPI, district: District, dirt: DirtConfig | None = None) -> N
         if auth:
             with state.lock:
                 state.authorizations.add(auth)
-        fault = state.take_fault()
-        if fault is None:
+        fault = state.faults.take()
+        if fault is None or fault.status is None:
             return None
-        headers = (
-            {"Retry-After": str(math.ceil(fault.retry_after))} if fault.retry_after is not None else None
-        )
         return JSONResponse(
             {
                 "help": _help(action),
@@ -679,7 +656,7 @@ def mount(app: FastAPI, district: District, dirt: DirtConfig | None = None) -> N
                 "error": {"__type": "Service Unavailable", "message": "simulated fault"},
             },
             status_code=fault.status,
-            headers=headers,
+            headers=fault.headers(),
         )
 
     def fields_of(r: Resource, *, full_text: bool = False) -> list[dict[str, str]]:
@@ -807,5 +784,4 @@ def mount(app: FastAPI, district: District, dirt: DirtConfig | None = None) -> N
 
     @app.post(PREFIX + "/_sim/faults")
     async def add_fault(status: int = 503, count: int = 1, retry_after: float | None = None) -> JSONResponse:
-        state.add_fault(CkanFault(status, count, retry_after))
-        return JSONResponse({"pending": sum(n for _, n in state.faults)})
+        return JSONResponse({"pending": state.add_fault(Fault(status, count, retry_after))})

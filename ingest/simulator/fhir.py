@@ -53,6 +53,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from ingest.simulator.dirt import DirtConfig, dirty, malform_id
 from ingest.simulator.district import TZ, District, Resident, iso
+from ingest.simulator.faults import Fault, FaultCounters, FaultQueue
 
 PREFIX = "/fhir/r4"
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -594,7 +595,7 @@ class ExportJob:
 
 
 @dataclass
-class FhirState:
+class FhirState(FaultCounters):
     """Server state (``app.state.fhir``): export jobs, faults, counters for tests."""
 
     centre: HealthCentre
@@ -602,28 +603,16 @@ class FhirState:
     export_polls: int = 1  # 202 answers before the manifest
     retry_after: str = "0"
     jobs: dict[str, ExportJob] = field(default_factory=dict)
-    faults: list[list[Any]] = field(default_factory=list)  # [status, remaining, retry_after]
-    calls: int = 0
+    faults: FaultQueue = field(default_factory=FaultQueue)
     deleted: list[str] = field(default_factory=list)
     authorizations: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _cache: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
     _job_seq: int = 0
 
-    def fail_next(self, status: int = 503, count: int = 1, retry_after: float | None = None) -> None:
-        with self.lock:
-            self.faults.append([status, count, retry_after])
-
-    def take_fault(self) -> tuple[int, float | None] | None:
-        with self.lock:
-            self.calls += 1
-            if not self.faults:
-                return None
-            entry = self.faults[0]
-            entry[1] -= 1
-            if entry[1] <= 0:
-                self.faults.pop(0)
-            return entry[0], entry[2]
+    def fail_next(self, status: int = 503, count: int = 1, retry_after: float | None = None) -> int:
+        """Make the next ``count`` FHIR calls answer ``status``; returns the calls pending a fault."""
+        return self.faults.add(Fault(status, count, retry_after))
 
     def body(self, obj: PatientRecord | Item, clock: datetime) -> bytes:
         """Serialised resource (cached per version), dirt applied."""
@@ -751,11 +740,9 @@ def mount(app: FastAPI, district: District, dirt: DirtConfig | None = None) -> N
         auth = request.headers.get("authorization")
         if auth:
             st.authorizations.add(auth)
-        fault = st.take_fault()
-        if fault is not None:
-            status, retry_after = fault
-            headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else None
-            raise _Fault(outcome(status, "transient", f"simulated fault (HTTP {status})", headers))
+        fault = st.faults.take()
+        if fault is not None and fault.status is not None:
+            raise _Fault(outcome(fault.status, "transient", fault.message, fault.headers()))
         return st
 
     def bundle(request: Request, st: FhirState, query: dict[str, Any], offset: int, count: int) -> Response:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import threading
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cache
@@ -53,7 +53,7 @@ from fastapi.responses import JSONResponse, Response
 from ingest.simulator.dirt import DirtConfig, dirty
 from ingest.simulator.district import TZ, District
 from ingest.simulator.economy import Enterprise, enterprises
-from ingest.simulator.open311 import Fault
+from ingest.simulator.faults import Fault, FaultCounters, FaultQueue
 
 PREFIX = "/hsds"
 HSDS_VERSION = "3.0"
@@ -557,14 +557,12 @@ ONE_TO_MANY = {
 
 
 @dataclass
-class HsdsState:
+class HsdsState(FaultCounters):
     """Server-side state, available as ``app.state.hsds``."""
 
     district: District
     dirt: DirtConfig | None
-    faults: deque[list[Any]] = field(default_factory=deque)
-    calls: int = 0
-    faulted: int = 0
+    faults: FaultQueue = field(default_factory=FaultQueue)
     authorizations: set[str] = field(default_factory=set)
     served_dirt: dict[str, set[str]] = field(
         default_factory=lambda: {
@@ -576,18 +574,6 @@ class HsdsState:
     )
     lock: threading.Lock = field(default_factory=threading.Lock)
     cache: OrderedDict[tuple[Any, ...], list[dict[str, Any]]] = field(default_factory=OrderedDict)
-
-    def take_fault(self) -> Fault | None:
-        with self.lock:
-            self.calls += 1
-            if not self.faults:
-                return None
-            entry = self.faults[0]
-            entry[1] -= 1
-            if entry[1] <= 0:
-                self.faults.popleft()
-            self.faulted += 1
-            return entry[0]
 
     def served(self, entity: str, full: bool) -> list[dict[str, Any]]:
         """The items of an entity as served at the current clock (dirt applied), cached per clock."""
@@ -615,9 +601,7 @@ class HsdsState:
 
 def add_fault(app: FastAPI, fault: Fault) -> None:
     """Make the next ``fault.count`` HSDS calls answer ``fault.status`` (retry tests)."""
-    state: HsdsState = app.state.hsds
-    with state.lock:
-        state.faults.append([fault, fault.count])
+    state_of(app).faults.add(fault)
 
 
 def state_of(app: FastAPI) -> HsdsState:
@@ -651,13 +635,10 @@ def mount(app: FastAPI, district: District, dirt: DirtConfig | None = None) -> N
         if auth:
             with state.lock:
                 state.authorizations.add(auth)
-        fault = state.take_fault()
+        fault = state.faults.take()
         if fault is None or fault.status is None:
             return None
-        headers = (
-            {"Retry-After": str(math.ceil(fault.retry_after))} if fault.retry_after is not None else None
-        )
-        return _error(fault.status, f"simulated fault (HTTP {fault.status})", headers)
+        return _error(fault.status, fault.message, fault.headers())
 
     @app.get(PREFIX + "/")
     async def meta(request: Request) -> Response:

@@ -20,11 +20,10 @@ Routes (all JSON):
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import threading
 from bisect import bisect_left
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ingest.simulator.dirt import DirtApplier, DirtConfig
 from ingest.simulator.district import TZ, District, PublishedRequest, iso
+from ingest.simulator.faults import Fault, FaultCounters, FaultQueue
 
 PREFIX = "/open311/v2"
 DEFAULT_PAGE_SIZE = 500
@@ -44,21 +44,6 @@ MAX_PAGE_SIZE = 1000
 MAX_WINDOW = timedelta(days=90)
 JSON_MEDIA = "application/json; charset=utf-8"
 _SPACE_OFFSET = re.compile(r" (\d{2}:?\d{2})$")
-
-
-@dataclass
-class Fault:
-    """Make the next ``count`` Open311 calls misbehave.
-
-    ``status`` None means "answer normally" (use with ``delay_seconds`` to simulate slowness or,
-    with a client timeout shorter than the delay, timeouts). ``retry_after`` sets the Retry-After
-    header (seconds), typically with 429 or 503.
-    """
-
-    status: int | None = 503
-    count: int = 1
-    retry_after: float | None = None
-    delay_seconds: float = 0.0
 
 
 class FaultBody(BaseModel):
@@ -69,37 +54,23 @@ class FaultBody(BaseModel):
 
 
 @dataclass
-class SimState:
-    """Mutable server-side state, available as ``app.state.sim``."""
+class SimState(FaultCounters):
+    """Mutable server-side state, available as ``app.state.sim`` (``calls`` counts Open311 requests
+    received, faulted ones included)."""
 
     district: District
     dirt: DirtApplier
-    faults: deque[list[Any]] = field(default_factory=deque)  # [Fault, remaining]
-    calls: int = 0  # Open311 requests received (including faulted ones)
+    faults: FaultQueue = field(default_factory=FaultQueue)
     api_keys: set[str] = field(default_factory=set)  # api_key values received (tests check keys were sent)
-    faulted: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     cache: OrderedDict[tuple[Any, ...], list[PublishedRequest]] = field(default_factory=OrderedDict)
 
     def add_fault(self, fault: Fault) -> int:
-        with self.lock:
-            self.faults.append([fault, fault.count])
-            return self.pending_faults()
+        """Queue ``fault``; returns the Open311 calls now pending a fault."""
+        return self.faults.add(fault)
 
     def pending_faults(self) -> int:
-        return sum(remaining for _, remaining in self.faults)
-
-    def take_fault(self) -> Fault | None:
-        with self.lock:
-            self.calls += 1
-            if not self.faults:
-                return None
-            entry = self.faults[0]
-            entry[1] -= 1
-            if entry[1] <= 0:
-                self.faults.popleft()
-            self.faulted += 1
-            return entry[0]
+        return self.faults.pending()
 
 
 class BadRequest(Exception):
@@ -238,17 +209,14 @@ def create_open311_app(
             return await call_next(request)
         if "api_key" in request.query_params:
             state.api_keys.add(request.query_params["api_key"])
-        fault = state.take_fault()
+        fault = state.faults.take()
         if fault is None:
             return await call_next(request)
         if fault.delay_seconds:
             await asyncio.sleep(fault.delay_seconds)
         if fault.status is None or fault.status < 400:
             return await call_next(request)
-        headers = None
-        if fault.retry_after is not None:
-            headers = {"Retry-After": str(math.ceil(fault.retry_after))}
-        return open311_error(fault.status, f"simulated fault (HTTP {fault.status})", headers)
+        return open311_error(fault.status, fault.message, fault.headers())
 
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
@@ -307,15 +275,13 @@ def create_open311_app(
 
     @app.delete("/_sim/faults")
     async def clear_faults() -> JSONResponse:
-        with state.lock:
-            state.faults.clear()
+        state.faults.clear()
         return JSONResponse({"pending": 0})
 
     @app.get("/_sim/truth")
     async def truth() -> JSONResponse:
         snapshot = district.snapshot()
-        with state.lock:
-            calls, faulted, pending = state.calls, state.faulted, state.pending_faults()
+        calls, faulted, pending = state.faults.counts()
         return JSONResponse(
             {
                 "requests": len(snapshot.records),

@@ -46,7 +46,7 @@ import math
 import re
 import threading
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
@@ -58,6 +58,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ingest.simulator.dirt import DirtConfig, dirty, malform_id
 from ingest.simulator.district import TZ, Building, District, Household, Resident
+from ingest.simulator.faults import Fault, FaultCounters, FaultQueue
 
 PREFIX = "/socrata"
 DATASET_ID = "inc4-dnt1"
@@ -654,32 +655,18 @@ def _int(params: Any, name: str, default: int, hi: int | None = None) -> int:
 
 
 @dataclass
-class SocrataState:
+class SocrataState(FaultCounters):
     """Server-side state, available as ``app.state.socrata``."""
 
     district: District
     dirt: DirtConfig | None = None
-    calls: int = 0
-    faulted: int = 0
     app_tokens: set[str] = field(default_factory=set)
-    faults: deque[list[Any]] = field(default_factory=deque)  # [status, remaining, retry_after]
+    faults: FaultQueue = field(default_factory=FaultQueue)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add_fault(self, status: int = 503, count: int = 1, retry_after: float | None = None) -> None:
-        with self.lock:
-            self.faults.append([status, count, retry_after])
-
-    def take_fault(self) -> tuple[int, float | None] | None:
-        with self.lock:
-            self.calls += 1
-            if not self.faults:
-                return None
-            entry = self.faults[0]
-            entry[1] -= 1
-            if entry[1] <= 0:
-                self.faults.popleft()
-            self.faulted += 1
-            return entry[0], entry[2]
+    def add_fault(self, status: int = 503, count: int = 1, retry_after: float | None = None) -> int:
+        """Queue a fault; returns the dataset calls now pending a fault."""
+        return self.faults.add(Fault(status, count, retry_after))
 
 
 def add_fault(app: FastAPI, status: int = 503, count: int = 1, retry_after: float | None = None) -> None:
@@ -742,12 +729,10 @@ def mount(app: FastAPI, district: District, dirt: DirtConfig | None = None) -> N
         if token:
             with state.lock:
                 state.app_tokens.add(token)
-        fault = state.take_fault()
-        if fault is not None:
-            status, retry_after = fault
-            headers = {"Retry-After": str(math.ceil(retry_after))} if retry_after is not None else None
-            code = "too_many_requests" if status == 429 else "internal_error"
-            return soda_error(code, f"simulated fault (HTTP {status})", status, headers=headers)
+        fault = state.faults.take()
+        if fault is not None and fault.status is not None:
+            code = "too_many_requests" if fault.status == 429 else "internal_error"
+            return soda_error(code, fault.message, fault.status, headers=fault.headers())
         if dataset_id != DATASET_ID:
             return soda_error("not_found", f"Cannot find dataset {dataset_id}", 404)
         params = request.query_params
@@ -780,8 +765,7 @@ def mount(app: FastAPI, district: District, dirt: DirtConfig | None = None) -> N
 
     @app.post(PREFIX + "/_sim/faults")
     async def faults(status: int = 503, count: int = 1, retry_after: float | None = None) -> JSONResponse:
-        state.add_fault(status, count, retry_after)
-        return JSONResponse({"pending": sum(f[1] for f in state.faults)})
+        return JSONResponse({"pending": state.add_fault(status, count, retry_after)})
 
     @app.get(PREFIX + "/_sim/truth")
     async def truth() -> JSONResponse:
