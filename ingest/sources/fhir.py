@@ -28,21 +28,15 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from ingest.contracts import Dataset
 from ingest.sources import Page, SourceError, Window
-from ingest.sources.http import (
-    RETRYABLE_STATUS,
-    HttpClient,
-    RetryableHTTPError,
-    RetryPolicy,
-    _retry_after_seconds,
-)
+from ingest.sources._json import load_page
+from ingest.sources.http import HttpClient, HttpConnector, RetryableHTTPError, _retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +94,13 @@ class FhirHttpClient(HttpClient):
     requires it), never put in a URL, an error message or a log line.
     """
 
+    HINTS: ClassVar[dict[int, str]] = {
+        401: "the credentials were refused: check the bearer token (secret_env / connection)",
+        403: "access denied: check the client's scopes on the FHIR server",
+        404: "not found: check the base URL and the resource type in the contract's endpoint",
+    }
+    DEFAULT_HINT = "the server rejected the request"
+
     def __init__(self, base_url: str, *, source: str, token: str | None = None, **kwargs: Any) -> None:
         super().__init__(base_url, source=source, headers={"Accept": FHIR_JSON}, **kwargs)
         self._origin = _origin(str(self._client.base_url))
@@ -110,28 +111,11 @@ class FhirHttpClient(HttpClient):
         send = force if force is not None else (not absolute or _origin(url) == self._origin)
         return {"Authorization": f"Bearer {self._token}"} if self._token and send else {}
 
-    def _retrying(self, what: str) -> Retrying:
-        return Retrying(
-            stop=stop_after_attempt(self.policy.max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(RetryableHTTPError),
-            reraise=True,
-            before_sleep=lambda s: log.warning(
-                "%s: %s failed (attempt %d/%d): %s; retrying",
-                self.source,
-                what,
-                s.attempt_number,
-                self.policy.max_attempts,
-                s.outcome.exception() if s.outcome else "",
-            ),
-        )
+    def retry_reason(self, response: httpx.Response) -> str:
+        return f"HTTP {response.status_code} ({_outcome_of(response)})"
 
-    def _exhausted(self, what: str, exc: Exception) -> SourceError:
-        return SourceError(
-            f"{self.source}: {what} still failing after {self.policy.max_attempts} attempts: {exc}. "
-            "Nothing from this run was committed; the cursor is unchanged. "
-            "Check that the source system is up, then re-run."
-        )
+    def server_said(self, response: httpx.Response) -> str:
+        return f"Server said: {_outcome_of(response)}"
 
     def send(
         self,
@@ -145,36 +129,7 @@ class FhirHttpClient(HttpClient):
     ) -> httpx.Response:
         """One request with retries (429/5xx/timeouts); 4xx → SourceError naming the outcome."""
         headers = {**(headers or {}), **self._auth(url, force=auth)}
-        try:
-            return self._retrying(what)(self._send_once, method, url, params, headers, what)
-        except RetryableHTTPError as exc:
-            raise self._exhausted(what, exc) from None
-
-    def _send_once(
-        self, method: str, url: str, params: Any, headers: dict[str, str], what: str
-    ) -> httpx.Response:
-        try:
-            response = self._client.request(method, url, params=params, headers=headers)
-        except httpx.TimeoutException:
-            raise RetryableHTTPError(f"timed out after {self.policy.timeout:g}s") from None
-        except httpx.TransportError as exc:
-            raise RetryableHTTPError(f"connection failed ({type(exc).__name__})") from None
-        if response.status_code in RETRYABLE_STATUS:
-            raise RetryableHTTPError(
-                f"HTTP {response.status_code} ({_outcome_of(response)})",
-                retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
-            )
-        if response.status_code >= 400:
-            hint = {
-                401: "the credentials were refused: check the bearer token (secret_env / connection)",
-                403: "access denied: check the client's scopes on the FHIR server",
-                404: "not found: check the base URL and the resource type in the contract's endpoint",
-            }.get(response.status_code, "the server rejected the request")
-            raise SourceError(
-                f"{self.source}: {what} answered HTTP {response.status_code} — {hint}. "
-                f"Server said: {_outcome_of(response)}"
-            )
-        return response
+        return self.request(method, url, params=params, headers=headers, what=what)
 
     def stream_lines(self, url: str, *, what: str, auth: bool | None = None) -> Iterator[bytes]:
         """The lines of an NDJSON file (each with its newline), streamed; a dropped connection is
@@ -184,29 +139,24 @@ class FhirHttpClient(HttpClient):
 
         def attempt() -> Iterator[bytes]:
             nonlocal done
-            try:
-                with self._client.stream("GET", url, headers=headers) as response:
-                    if response.status_code in RETRYABLE_STATUS or response.status_code >= 400:
-                        response.read()
-                        self._raise_for(response, what)
-                    skip, buffer = done, b""
-                    for chunk in response.iter_bytes():
-                        buffer += chunk
-                        *lines, buffer = buffer.split(b"\n")
-                        for line in lines:
-                            if skip:
-                                skip -= 1
-                                continue
-                            done += 1
-                            yield line + b"\n"
-                    if buffer.strip():
-                        if not skip:
-                            done += 1
-                            yield buffer
-            except httpx.TimeoutException:
-                raise RetryableHTTPError(f"timed out after {self.policy.timeout:g}s") from None
-            except httpx.TransportError as exc:
-                raise RetryableHTTPError(f"connection failed ({type(exc).__name__})") from None
+            with self.transport_errors(), self._client.stream("GET", url, headers=headers) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self.check(response, what, hint=False)
+                skip, buffer = done, b""
+                for chunk in response.iter_bytes():
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if skip:
+                            skip -= 1
+                            continue
+                        done += 1
+                        yield line + b"\n"
+                if buffer.strip():
+                    if not skip:
+                        done += 1
+                        yield buffer
 
         attempts = 0
         while True:
@@ -232,38 +182,17 @@ class FhirHttpClient(HttpClient):
                 )
                 time.sleep(wait)
 
-    def _raise_for(self, response: httpx.Response, what: str) -> None:
-        if response.status_code in RETRYABLE_STATUS:
-            raise RetryableHTTPError(
-                f"HTTP {response.status_code} ({_outcome_of(response)})",
-                retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
-            )
-        raise SourceError(
-            f"{self.source}: {what} answered HTTP {response.status_code}. "
-            f"Server said: {_outcome_of(response)}"
-        )
 
+class FhirConnector(HttpConnector):
+    SOURCE = "health"
+    client: FhirHttpClient
 
-class FhirConnector:
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        source: str = "health",
-        policy: RetryPolicy | None = None,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        **_: object,
-    ) -> None:
-        self.source = source
-        self.client = FhirHttpClient(
-            base_url, source=source, token=api_key, policy=policy, transport=transport
-        )
+    def __init__(self, base_url: str, *, sleep: Callable[[float], None] = time.sleep, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
         self._sleep = sleep
 
-    def close(self) -> None:
-        self.client.close()
+    def make_client(self, base_url: str, api_key: str | None, **kwargs: Any) -> FhirHttpClient:
+        return FhirHttpClient(base_url, source=self.source, token=api_key, **kwargs)
 
     # ------------------------------------------------------------------ extract
 
@@ -326,13 +255,7 @@ class FhirConnector:
             start = end
 
     def _bundle(self, payload: bytes, label: str) -> dict[str, Any]:
-        try:
-            body = json.loads(payload)
-        except ValueError as exc:
-            raise SourceError(
-                f"{self.source}: {label}: the response is not valid JSON ({exc}); {len(payload)} bytes "
-                "received — the page may be truncated. Nothing was committed; re-run."
-            ) from None
+        body = load_page(payload, source=self.source, label=label)
         text = outcome_text(body)
         if text is not None:
             raise SourceError(f"{self.source}: {label}: the server answered an OperationOutcome: {text}")
