@@ -31,11 +31,10 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
-
 from ingest.contracts import Dataset
 from ingest.sources import Page, SourceError, Window
-from ingest.sources.http import HttpClient, RetryPolicy
+from ingest.sources._json import load_page
+from ingest.sources.http import HttpClient, HttpConnector
 
 DEFAULT_PAGE_SIZE = 1000
 MODES = ("full", "id_cursor")
@@ -44,31 +43,19 @@ INTERNAL_FIELDS = ("_full_text",)
 _RESOURCE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 
 
-class CkanConnector:
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        source: str = "ckan",
-        page_size: int | None = None,
-        policy: RetryPolicy | None = None,
-        transport: httpx.BaseTransport | None = None,
-        **_: object,
-    ) -> None:
-        self.source = source
-        self.page_size = page_size
-        self.client = HttpClient(
-            base_url.rstrip("/") + "/api/3/action",
-            source=source,
-            policy=policy,
-            headers={"Authorization": api_key} if api_key else None,
-            transport=transport,
-        )
+class CkanConnector(HttpConnector):
+    SOURCE = "ckan"
+
+    def __init__(self, base_url: str, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
         self._resolved: dict[str, str] = {}
 
-    def close(self) -> None:
-        self.client.close()
+    def make_client(self, base_url: str, api_key: str | None, **kwargs: Any) -> HttpClient:
+        # the portal root is configured; the Action API lives below it
+        headers = {"Authorization": api_key} if api_key else None
+        return HttpClient(
+            base_url.rstrip("/") + "/api/3/action", source=self.source, headers=headers, **kwargs
+        )
 
     # ------------------------------------------------------------------ extraction
 
@@ -222,13 +209,7 @@ class CkanConnector:
 
 def _envelope(payload: bytes, *, label: str, source: str) -> dict[str, Any]:
     """The decoded CKAN envelope; ``success: false`` (even with HTTP 200) is a SourceError."""
-    try:
-        body = json.loads(payload)
-    except ValueError as exc:
-        raise SourceError(
-            f"{source}: {label}: the response is not valid JSON ({exc}); {len(payload)} bytes received — "
-            "the page may be truncated. Nothing from this run was committed; re-run."
-        ) from None
+    body = load_page(payload, source=source, label=label)
     if not isinstance(body, dict) or "success" not in body:
         raise SourceError(
             f"{source}: {label}: not a CKAN action response (no 'success' key); check the base URL "

@@ -29,11 +29,10 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
-
 from ingest.contracts import Dataset
 from ingest.sources import Page, SourceError, Window
-from ingest.sources.http import HttpClient, RetryPolicy
+from ingest.sources._json import load_page
+from ingest.sources.http import HttpClient, HttpConnector
 
 ENTITIES = ("organizations", "services", "locations", "service_at_locations")
 DEFAULT_PER_PAGE = 100
@@ -187,14 +186,7 @@ def _entity_of_dataset(dataset: Dataset | None) -> str | None:
 
 
 def _envelope(payload: bytes, label: str, source: str) -> dict[str, Any]:
-    try:
-        body = json.loads(payload)
-    except ValueError as exc:
-        raise SourceError(
-            f"{source}: {label}: the response is not valid JSON ({exc}); {len(payload)} bytes received "
-            "— the page may be truncated. Nothing from this run was committed; re-run once the "
-            "directory serves whole pages."
-        ) from None
+    body = load_page(payload, source=source, label=label)
     if not isinstance(body, dict) or not isinstance(body.get("contents"), list):
         raise SourceError(
             f"{source}: {label}: expected an HSDS 3.0 paginated response (an object with a 'contents' "
@@ -214,30 +206,14 @@ def _page(payload: bytes, body: dict[str, Any], label: str, dataset: Dataset | N
     return Page(payload=payload, records=[flatten(i, entity, scheme=scheme) for i in items], label=label)
 
 
-class HsdsConnector:
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        policy: RetryPolicy | None = None,
-        source: str = "directory",
-        transport: httpx.BaseTransport | None = None,
-        **_: object,
-    ) -> None:
-        self.source = source
-        self.client = HttpClient(
-            base_url,
-            source=source,
-            policy=policy,
-            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
-            if api_key
-            else {"Accept": "application/json"},
-            transport=transport,
-        )
+class HsdsConnector(HttpConnector):
+    SOURCE = "directory"
 
-    def close(self) -> None:
-        self.client.close()
+    def make_client(self, base_url: str, api_key: str | None, **kwargs: Any) -> HttpClient:
+        headers = {"Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        return HttpClient(base_url, source=self.source, headers=headers, **kwargs)
 
     def extract(self, dataset: Dataset, window: Window | None, state: str | None = None) -> Iterator[Page]:
         entity = _entity_of_dataset(dataset)

@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, timedelta
 from typing import Any
 
-import httpx
-
 from ingest.contracts import Dataset
 from ingest.sources import Page, SourceError, Window
-from ingest.sources.http import HttpClient, RetryPolicy
+from ingest.sources._json import array_of_objects, load_page
+from ingest.sources.http import HttpClient, HttpConnector
 
 MAX_WINDOW = timedelta(days=90)
 
@@ -28,29 +27,15 @@ def _iso(value: Any) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-class Open311Connector:
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        page_size: int = 1000,
-        policy: RetryPolicy | None = None,
-        source: str = "open311",
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.source = source
-        self.page_size = page_size
-        self.client = HttpClient(
-            base_url,
-            source=source,
-            policy=policy,
-            secret_params={"api_key": api_key} if api_key else None,
-            transport=transport,
-        )
+class Open311Connector(HttpConnector):
+    SOURCE = "open311"
+    PAGE_SIZE = 1000
+    page_size: int
 
-    def close(self) -> None:
-        self.client.close()
+    def make_client(self, base_url: str, api_key: str | None, **kwargs: Any) -> HttpClient:
+        # GeoReport v2 sends the key as a query parameter: HttpClient keeps it out of logs and errors
+        secret = {"api_key": api_key} if api_key else None
+        return HttpClient(base_url, source=self.source, secret_params=secret, **kwargs)
 
     def extract(self, dataset: Dataset, window: Window | None, state: str | None = None) -> Iterator[Page]:
         if dataset.endpoint == "services.json":
@@ -101,17 +86,6 @@ class Open311Connector:
     @staticmethod
     def parse(payload: bytes, *, label: str, dataset: Dataset | None = None, source: str = "open311") -> Page:
         """A GeoReport v2 JSON array as a page (also used to replay landed payloads)."""
-        try:
-            body = json.loads(payload)
-        except ValueError as exc:
-            raise SourceError(
-                f"{source}: {label}: the response is not valid JSON ({exc}); "
-                f"{len(payload)} bytes received — the page may be truncated. "
-                "Nothing from this run was committed; re-run once the source serves whole pages."
-            ) from None
-        if not isinstance(body, list) or not all(isinstance(r, dict) for r in body):
-            raise SourceError(
-                f"{source}: {label}: expected a JSON array of objects (GeoReport v2), "
-                f"got {type(body).__name__}"
-            )
-        return Page(payload=payload, records=body, label=label)
+        body = load_page(payload, source=source, label=label)
+        records = array_of_objects(body, source=source, label=label, of="objects (GeoReport v2)")
+        return Page(payload=payload, records=records, label=label)

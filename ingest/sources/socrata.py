@@ -38,11 +38,10 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
-
 from ingest.contracts import Dataset
 from ingest.sources import Page, SourceError, Window
-from ingest.sources.http import HttpClient, RetryPolicy
+from ingest.sources._json import array_of_objects, load_page
+from ingest.sources.http import HttpClient, HttpConnector
 
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 50000  # SODA 2.1's largest $limit
@@ -99,27 +98,14 @@ def flatten(item: dict[str, Any], dataset: Dataset | None = None) -> dict[str, A
     return rec
 
 
-class SocrataConnector:
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        source: str = "socrata",
-        page_size: int | None = None,
-        policy: RetryPolicy | None = None,
-        transport: httpx.BaseTransport | None = None,
-        **_: object,
-    ) -> None:
-        self.source = source
-        self.page_size = page_size
+class SocrataConnector(HttpConnector):
+    SOURCE = "socrata"
+
+    def make_client(self, base_url: str, api_key: str | None, **kwargs: Any) -> HttpClient:
         headers = {"Accept": "application/json"}
         if api_key:
             headers["X-App-Token"] = api_key
-        self.client = HttpClient(base_url, source=source, policy=policy, headers=headers, transport=transport)
-
-    def close(self) -> None:
-        self.client.close()
+        return HttpClient(base_url, source=self.source, headers=headers, **kwargs)
 
     def extract(self, dataset: Dataset, window: Window | None, state: str | None = None) -> Iterator[Page]:
         where = f"{self.source}.{dataset.name}"
@@ -174,25 +160,15 @@ class SocrataConnector:
     @staticmethod
     def parse(payload: bytes, *, label: str, dataset: Dataset | None = None, source: str = "socrata") -> Page:
         """A SODA JSON array as a page of flat records (also used to replay landed payloads)."""
-        try:
-            body = json.loads(payload)
-        except ValueError as exc:
-            raise SourceError(
-                f"{source}: {label}: the response is not valid JSON ({exc}); "
-                f"{len(payload)} bytes received — the page may be truncated. "
-                "Nothing from this run was committed; re-run once the source serves whole pages."
-            ) from None
+        body = load_page(payload, source=source, label=label)
         if isinstance(body, dict) and body.get("error"):
             raise SourceError(
                 f"{source}: {label}: Socrata answered an error: {body.get('code', '?')}: "
                 f"{str(body.get('message', ''))[:300]}. Check the dataset id and the query; "
                 "nothing from this run was committed."
             )
-        if not isinstance(body, list) or not all(isinstance(r, dict) for r in body):
-            raise SourceError(
-                f"{source}: {label}: expected a JSON array of rows (SODA 2.1), got {type(body).__name__}"
-            )
-        return Page(payload=payload, records=[flatten(r, dataset) for r in body], label=label)
+        rows = array_of_objects(body, source=source, label=label, of="rows (SODA 2.1)")
+        return Page(payload=payload, records=[flatten(r, dataset) for r in rows], label=label)
 
     @staticmethod
     def without(payload: bytes, keep_record: Callable[[dict[str, Any]], bool]) -> tuple[bytes, int]:
