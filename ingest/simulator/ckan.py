@@ -646,8 +646,8 @@ def mount(app: FastAPI, district: District, dirt: DirtConfig | None = None) -> N
         if auth:
             with state.lock:
                 state.authorizations.add(auth)
-        fault = state.faults.take()
-        if fault is None or fault.status is None:
+        fault = state.faults.take_error()
+        if fault is None:
             return None
         return JSONResponse(
             {

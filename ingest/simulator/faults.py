@@ -74,6 +74,11 @@ class FaultQueue:
             self.faulted += 1
             return head.fault
 
+    def take_error(self) -> Fault | None:
+        """Like :meth:`take`, for servers that cannot delay: only a fault with an error status."""
+        fault = self.take()
+        return fault if fault is not None and fault.status is not None else None
+
     def pending(self) -> int:
         """Calls that will still get a fault."""
         with self._lock:

@@ -740,8 +740,8 @@ def mount(app: FastAPI, district: District, dirt: DirtConfig | None = None) -> N
         auth = request.headers.get("authorization")
         if auth:
             st.authorizations.add(auth)
-        fault = st.faults.take()
-        if fault is not None and fault.status is not None:
+        fault = st.faults.take_error()
+        if fault is not None:
             raise _Fault(outcome(fault.status, "transient", fault.message, fault.headers()))
         return st
 

@@ -729,8 +729,8 @@ def mount(app: FastAPI, district: District, dirt: DirtConfig | None = None) -> N
         if token:
             with state.lock:
                 state.app_tokens.add(token)
-        fault = state.faults.take()
-        if fault is not None and fault.status is not None:
+        fault = state.faults.take_error()
+        if fault is not None:
             code = "too_many_requests" if fault.status == 429 else "internal_error"
             return soda_error(code, fault.message, fault.status, headers=fault.headers())
         if dataset_id != DATASET_ID:
