@@ -12,6 +12,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 RESIDENTS ?= 2000
+SCALES ?= 2000,10000
 
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
@@ -54,7 +55,7 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) bench/sources.py --scales $(or $(SCALES),2000,10000)
+	$(PY) bench/sources.py --scales $(SCALES)
 
 lint: setup
 	$(VENV)/bin/ruff check .
