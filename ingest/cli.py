@@ -286,6 +286,7 @@ def simulator(
     advance_every: Annotated[
         float, typer.Option(help="seconds; > 0 moves the district clock on in real time")
     ] = 0.0,
+    speed: Annotated[float, typer.Option(help="district seconds per wall-clock second")] = 1.0,
 ) -> None:
     """Feed the synthetic demo district into all eight source systems (Ctrl-C stops it).
 
@@ -301,6 +302,7 @@ def simulator(
         port=port,
         dropzone=dropzone,
         advance_every=advance_every,
+        speed=speed,
     )
 
 

@@ -42,8 +42,12 @@ def up(residents: int = 2000) -> int:
                 str(SIMULATOR_PORT),
                 "--dropzone",
                 dropzone,
+                # A living district: every minute of wall time it lives an hour, so each hourly DAG
+                # run finds new requests, encounters, incidents, moves and work orders.
                 "--advance-every",
-                "60",  # a living district: new records every minute for the hourly DAGs
+                "60",
+                "--speed",
+                "60",
             ],
             env=env,
         )

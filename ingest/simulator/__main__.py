@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--dropzone", default="data/dropzone/oneroster", help="OneRoster bundle folder")
     parser.add_argument(
-        "--advance-every", type=float, default=0.0, help="seconds; > 0 moves the district clock in real time"
+        "--advance-every", type=float, default=0.0, help="seconds; > 0 moves the district clock on"
     )
+    parser.add_argument("--speed", type=float, default=1.0, help="district seconds per wall-clock second")
     dirt = parser.add_argument_group("dirt (all off by default)")
     dirt.add_argument("--duplicate-rate", type=float, default=0.0)
     dirt.add_argument("--missing-field-rate", type=float, default=0.0)
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         dirt=config,
         dropzone=args.dropzone,
         advance_every=args.advance_every,
+        speed=args.speed,
     )
 
 

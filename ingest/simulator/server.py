@@ -181,13 +181,14 @@ def serve(
     dirt: DirtConfig | None = None,
     dropzone: str | None = None,
     advance_every: float = 0.0,
+    speed: float = 1.0,
 ) -> None:
     """Generate a district and feed every system from it until interrupted (Ctrl-C / SIGTERM).
 
     HTTP standards on ``host:port``, the registry in PostgreSQL and the property system in MariaDB
     (``SIM_REGISTRY_DSN`` / ``SIM_PROPERTY_DSN``, defaults on this machine), OneRoster bundles in
     ``dropzone``. With ``advance_every`` > 0 the district lives: every that many seconds its clock
-    moves on by the same time, new records appear and the databases and drop folder follow.
+    moves on by ``speed`` times as long, new records appear and the databases and drop folder follow.
     Prints ``simulator listening on http://HOST:PORT`` (flushed) once ready; ``port=0`` picks a free one.
     """
     import signal
@@ -223,7 +224,7 @@ def serve(
             while True:
                 if advance_every > 0:
                     time.sleep(advance_every)
-                    changes = feeds.advance(days=advance_every / 86400)
+                    changes = feeds.advance(days=advance_every * speed / 86400)
                     print(f"  clock {district.clock.isoformat()}: {changes}", file=sys.stderr, flush=True)
                 else:
                     time.sleep(3600)
