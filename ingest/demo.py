@@ -10,6 +10,7 @@ and idempotent: a second run adds no rows.
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -110,7 +111,17 @@ def run_demo(residents: int = 2000, seed: int = 42) -> int:
     dag_ids = [f"ingest_{s.name}" for s in load_registry().sources] + ["warehouse"]
     log_dir = settings.home / "data" / "logs" / "demo"
     # HTTP standards on loopback, registry in PostgreSQL, property in MariaDB, OneRoster drop folder.
-    with DistrictFeeds(district, dropzone=settings.home / "data" / "dropzone" / "oneroster") as feeds:
+    # The demo's source databases are named after the district they hold, so a run of another
+    # size or seed (or the tests) never mixes districts in them; the same district is re-synced
+    # idempotently, so a second run finds nothing new.
+    with DistrictFeeds(
+        district,
+        dropzone=settings.home / "data" / "dropzone" / "oneroster",
+        registry_dsn=os.environ.get("SIM_REGISTRY_DSN")
+        or f"postgresql://postgres@127.0.0.1:5432/cdl_demo_registry_{seed}_{residents}",
+        property_dsn=os.environ.get("SIM_PROPERTY_DSN")
+        or f"mysql://root@127.0.0.1:3306/cdl_demo_property_{seed}_{residents}",
+    ) as feeds:
         env.update(feeds.source_env())
         logical = datetime.now(UTC).replace(microsecond=0)
         states = run_dags(dag_ids, env, log_dir, logical)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import subprocess
@@ -417,10 +418,13 @@ def test_requester_fields_identify_the_requester_and_nothing_else_is_personal(di
 # ------------------------------------------------------------------------------- separate process
 
 
-def test_module_entry_point_runs_as_a_process() -> None:
+def test_module_entry_point_runs_as_a_process(tmp_path, registry_dsn, property_dsn) -> None:
+    """The CLI simulator feeds every system: its own databases and drop folder, not the demo's."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ingest.simulator", "--residents", "200", "--seed", "1", "--port", "0"],
+        [sys.executable, "-m", "ingest.simulator", "--residents", "200", "--seed", "1", "--port", "0"]
+        + ["--dropzone", str(tmp_path / "dropzone")],
         cwd=ROOT,
+        env={**os.environ, "SIM_REGISTRY_DSN": registry_dsn, "SIM_PROPERTY_DSN": property_dsn},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -434,6 +438,7 @@ def test_module_entry_point_runs_as_a_process() -> None:
         assert match, line
         truth = httpx.get(match.group(1) + "/_sim/truth", timeout=5).json()
         assert truth["requests"] == 60
+        assert list((tmp_path / "dropzone").glob("oneroster_*_bulk.zip"))  # bundles went where asked
     finally:
         proc.terminate()
         proc.wait(timeout=10)
