@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -112,9 +113,7 @@ def resolve_connection(source: Source, base_url: str | None = None) -> tuple[str
             airflow_conn = None
         if airflow_conn is not None:
             if url is None and airflow_conn.host:
-                host = airflow_conn.host if "://" in airflow_conn.host else f"https://{airflow_conn.host}"
-                port = f":{airflow_conn.port}" if airflow_conn.port else ""
-                url = f"{host}{port}/{(airflow_conn.schema or '').lstrip('/')}".rstrip("/")
+                url = _url_of_connection(airflow_conn)
             secret = secret or airflow_conn.password
     url = url or conn.default_url
     if not url:
@@ -123,6 +122,23 @@ def resolve_connection(source: Source, base_url: str | None = None) -> tuple[str
             "or pass --base-url"
         )
     return url, secret
+
+
+# Airflow connection types of database sources -> DSN scheme the SQL connector reads.
+_DSN_SCHEMES = {"postgres": "postgresql", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+
+
+def _url_of_connection(conn: object) -> str:
+    """Base URL or DSN from an Airflow connection — never with its password (that is the secret)."""
+    host = conn.host
+    port = f":{conn.port}" if conn.port else ""
+    path = (conn.schema or "").lstrip("/")
+    scheme = _DSN_SCHEMES.get((conn.conn_type or "").lower())
+    if scheme:
+        login = f"{quote(conn.login, safe='')}@" if conn.login else ""
+        return f"{scheme}://{login}{host}{port}/{path}"
+    host = host if "://" in host else f"https://{host}"
+    return f"{host}{port}/{path}".rstrip("/")
 
 
 def _write_audit(storage: LakeStorage, report: DatasetReport) -> None:

@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 
 from ingest.conform import SchemaDriftError
-from ingest.contracts import REGISTRY_DIR, load_source
+from ingest.contracts import REGISTRY_DIR, load_registry, load_source
 from ingest.lake.storage import LakeStorage
 from ingest.lake.tables import RAW_NAMESPACE, open_catalog
 from ingest.pipeline import run_dataset
@@ -229,3 +229,29 @@ def test_an_unreachable_database_fails_clearly_without_the_password(lake, distri
     with pytest.raises(SourceError) as err:
         next(connector.extract(RESIDENTS, window))
     assert secret not in str(err.value) and "registry" in str(err.value)
+
+
+def test_an_airflow_connection_becomes_a_dsn_without_its_password(monkeypatch):
+    """In a task, REGISTRY_DSN may be unset: the contract's Airflow connection says where the
+    database is; the password stays the secret, never part of the DSN (which reaches logs)."""
+    from airflow.sdk import Connection
+
+    from ingest.pipeline import resolve_connection
+
+    conns = {
+        "registry_default": Connection(
+            conn_id="registry_default", conn_type="postgres", host="db.internal", port=5432,
+            schema="population", login="lake_reader", password="s3cret-pw",  # noqa: S106 - a test value
+        ),
+        "property_default": Connection(
+            conn_id="property_default", conn_type="mysql", host="shop-db", schema="property", login="ro",
+        ),
+    }  # fmt: skip
+    monkeypatch.setattr(Connection, "get", classmethod(lambda cls, conn_id: conns[conn_id]))
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "ingest_registry")
+    registry = load_registry()
+    assert resolve_connection(registry.source("registry")) == (
+        "postgresql://lake_reader@db.internal:5432/population",
+        "s3cret-pw",
+    )
+    assert resolve_connection(registry.source("property")) == ("mysql://ro@shop-db/property", None)
