@@ -228,10 +228,13 @@ def _load_pages(
         # to our own clock: a source whose clock lags ours must not lose the rows in between.
         max_seen: datetime | None = None
         state = state_after  # resume state reported by the connector (non-time cursors)
+        snapshot_from: int | None = None  # staged row number where a complete snapshot starts
         identities: dict[str, tuple[str, str]] = {}
         with quarantine_file.open("w", encoding="utf-8") as qfh:
             for landing_rel, page in pages:
                 report.pages += 1
+                if page.replaces_all:
+                    snapshot_from = staged.rows
                 if land:
                     landing_rel, sealed = ctx.seal(landing_rel, page.payload)
                     storage.write_bytes(landing_rel, sealed)
@@ -278,6 +281,7 @@ def _load_pages(
                 order_by=dataset.cursor.field if dataset.cursor else None,
                 cursor=report.cursor_after,
                 cursor_kind="time" if dataset.cursor else "state",
+                snapshot_from=snapshot_from,
                 run_id=report.run_id,
                 snapshot_properties={
                     "ingest.run-id": report.run_id,
@@ -378,7 +382,7 @@ def run_dataset(
             f"landing/{source.name}/{dataset.name}/load_date={load_date}/{safe_run_id(report.run_id)}"
         )
         pages = (
-            (f"{report.landing_prefix}/{i:06d}.{page.extension}", page)
+            (f"{report.landing_prefix}/{_landing_name(i, page)}", page)
             for i, page in enumerate(
                 connector.extract(dataset, window, None if dataset.cursor else report.cursor_before), start=1
             )
@@ -445,7 +449,12 @@ def replay_dataset(
         report.window_since, report.window_until = rec.get("window_since"), rec.get("window_until")
         report.landing_prefix = rec["landing_prefix"]
         pages = (
-            (rel, parser(_unseal(ctx, rel, storage.read_bytes(rel)), label=rel, dataset=dataset))
+            (
+                rel,
+                _replayed(
+                    parser(_unseal(ctx, rel, storage.read_bytes(rel)), label=rel, dataset=dataset), rel
+                ),
+            )
             for rel in files
         )
         cap = None
@@ -462,6 +471,20 @@ def replay_dataset(
         _finish(ctx, started, None)
         reports.append(report)
     return reports
+
+
+# Landing files of pages that start a complete snapshot are named NNNNNN.snapshot.<ext>, so a
+# replay knows it too.
+SNAPSHOT_MARK = ".snapshot"
+
+
+def _landing_name(number: int, page: Page) -> str:
+    return f"{number:06d}{SNAPSHOT_MARK if page.replaces_all else ''}.{page.extension}"
+
+
+def _replayed(page: Page, relpath: str) -> Page:
+    page.replaces_all = f"{SNAPSHOT_MARK}." in relpath.rsplit("/", 1)[-1]
+    return page
 
 
 def _unseal(ctx: _Context, relpath: str, data: bytes) -> bytes:

@@ -6,13 +6,15 @@ import io
 import json
 import shutil
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from ingest.contracts import load_registry
+from ingest.lake.storage import LakeStorage
 from ingest.lake.tables import open_catalog, read_cursor
-from ingest.pipeline import run_source
+from ingest.pipeline import replay_dataset, run_source
 from ingest.simulator import DirtConfig, District
 from ingest.simulator import oneroster as sim
 from ingest.simulator.dirt import dirty
@@ -26,6 +28,7 @@ SOURCE = load_registry().source("schools")
 STUDENTS = SOURCE.dataset("students")
 ENROLLMENTS = SOURCE.dataset("enrollments")
 SCHOOLS = SOURCE.dataset("schools")
+UNTIL = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def drop(tmp_path: Path, *names: str) -> Path:
@@ -304,3 +307,42 @@ def test_s3_drop_folder(tmp_path, lake, district, moto_server, monkeypatch):
     assert report.status == "success" and report.rows_inserted == len(expected_students(district))
     (again,) = run_source("schools", until=district.clock, base_url=url, datasets=["students"], settings=lake)
     assert again.records_received == 0
+
+
+def _roster(students: dict[str, str], mode: str = "bulk") -> bytes:
+    """A minimal OneRoster 1.1 bundle with users.csv (students) in the given mode."""
+    manifest = f"propertyName,value\nmanifest.version,1.0\noneroster.version,1.1\nfile.users,{mode}\n"
+    header = "sourcedId,status,dateLastModified,enabledUser,orgSourcedIds,role,username,givenName\n"
+    rows = "".join(
+        f"{sid},{status},2026-02-01T08:00:00Z,true,sch-a,student,{sid}-login,\n"
+        for sid, status in students.items()
+    )
+    return _zip({"manifest.csv": manifest, "users.csv": header + rows})
+
+
+def test_a_later_bulk_file_is_the_complete_set_and_replay_agrees(tmp_path, lake):
+    """OneRoster bulk = the full roster: a student a later bulk file no longer lists is deleted;
+    a delta in between is superseded; an empty bulk deletes nothing; replay ends in the same table."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "oneroster_20260201T000000Z_bulk.zip").write_bytes(
+        _roster({"s1": "active", "s2": "active", "s3": "active"})
+    )
+    run_source("schools", until=UNTIL, base_url=str(folder), settings=lake, datasets=["students"])
+    (folder / "oneroster_20260202T000000Z_delta.zip").write_bytes(_roster({"s4": "active"}, "delta"))
+    (folder / "oneroster_20260203T000000Z_bulk.zip").write_bytes(_roster({"s1": "active", "s2": "active"}))
+    (report,) = run_source("schools", until=UNTIL, base_url=str(folder), settings=lake, datasets=["students"])
+    ids = sorted(table(lake, "students").scan().to_arrow().column("sourcedId").to_pylist())
+    assert ids == ["s1", "s2"]  # s3 left the roster; s4 came by delta, then the bulk left it out
+    assert (report.rows_deleted, report.rows_inserted) == (1, 0)
+    landed = LakeStorage(lake).list("landing/schools/students/")
+    assert sum(".snapshot." in rel for rel in landed) == 2  # both bulk files are marked for replay
+
+    (folder / "oneroster_20260204T000000Z_bulk.zip").write_bytes(_roster({}))
+    (report,) = run_source("schools", until=UNTIL, base_url=str(folder), settings=lake, datasets=["students"])
+    assert report.rows_deleted == 0 and table(lake, "students").scan().to_arrow().num_rows == 2
+
+    replay_dataset(
+        SOURCE, STUDENTS, from_date="2000-01-01", to_date="2100-01-01", rebuild=True, settings=lake
+    )
+    assert sorted(table(lake, "students").scan().to_arrow().column("sourcedId").to_pylist()) == ids

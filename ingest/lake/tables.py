@@ -160,11 +160,21 @@ def _on(left: str, right: str, columns: list[str]) -> str:
 
 
 def _diff(
-    staged: StagedRun, existing: pa.Table, primary_key: list[str], order_by: str | None, disposition: str
-) -> tuple[duckdb.DuckDBPyConnection, str, pa.Table, int]:
+    staged: StagedRun,
+    existing: pa.Table,
+    primary_key: list[str],
+    order_by: str | None,
+    disposition: str,
+    snapshot_from: int | None = None,
+) -> tuple[duckdb.DuckDBPyConnection, str, pa.Table, int, int]:
     """Find the rows to write and the keys they supersede.
 
-    Returns (connection, SQL selecting the rows to append, keys to delete, unchanged count).
+    With ``snapshot_from`` (merge only), the staged rows from that sequence number on are a
+    complete snapshot of the dataset: keys the table holds that the snapshot does not list are
+    deleted, and so are versions staged earlier in the run for such keys.
+
+    Returns (connection, SQL selecting the rows to append, keys to delete, unchanged count,
+    number of keys deleted because the snapshot no longer lists them).
     """
     con = duckdb.connect()
     con.execute("set TimeZone = 'UTC'")
@@ -176,9 +186,25 @@ def _diff(
     keys = primary_key or ["_record_hash"]
     partition = ", ".join(f'"{k}"' for k in keys)
     order = f'"{order_by}" desc nulls last, "{SEQ}" desc' if order_by else f'"{SEQ}" desc'
+    scope = "incoming"
+    if snapshot_from is not None and disposition == "merge" and primary_key:
+        listed = con.execute(
+            f'select count(*) from incoming where "{SEQ}" >= {int(snapshot_from)}'
+        ).fetchone()[0]
+        if listed:
+            con.execute(
+                f"create temp view scoped as select i.* from incoming i semi join "
+                f'(select distinct {partition} from incoming where "{SEQ}" >= {int(snapshot_from)}) s '
+                f"on {_on('i', 's', keys)}"
+            )
+            scope = "scoped"
+        else:
+            # An empty complete snapshot is more likely a broken export than a district with no
+            # records: it deletes nothing.
+            log.warning("a complete snapshot without records: nothing deleted")
     # The newest version of each key in this run: duplicates across pages collapse here.
     con.execute(
-        f"create temp table winners as select * from incoming "
+        f"create temp table winners as select * from {scope} "
         f"qualify row_number() over (partition by {partition} order by {order}) = 1"
     )
     # Versions the table does not hold yet (new keys, or known keys with different content).
@@ -194,16 +220,23 @@ def _diff(
             f"select count(*) from existing e anti join winners w on {_on('e', 'w', keys)}"
         ).fetchone()[0]
         if changed == 0 and vanished == 0:
-            return con, "select * from changed where false", pa.table({}), total
-        return con, "select * from winners", pa.table({}), 0
+            return con, "select * from changed where false", pa.table({}), total, 0
+        return con, "select * from winners", pa.table({}), 0, 0
+    vanished = 0
     if disposition == "merge":
         key_list = ", ".join(f'c."{k}"' for k in keys)
-        delete_keys = con.execute(
+        superseded = (
             f"select distinct {key_list} from changed c semi join existing e on {_on('c', 'e', keys)}"
-        ).to_arrow_table()
+        )
+        if scope == "scoped":
+            gone = ", ".join(f'e."{k}"' for k in keys)
+            unlisted = f"select distinct {gone} from existing e anti join winners c on {_on('e', 'c', keys)}"
+            vanished = con.execute(f"select count(*) from ({unlisted})").fetchone()[0]
+            superseded = f"{superseded} union {unlisted}"
+        delete_keys = con.execute(superseded).to_arrow_table()
     else:
         delete_keys = pa.table({})
-    return con, "select * from changed", delete_keys, total - changed
+    return con, "select * from changed", delete_keys, total - changed, vanished
 
 
 @dataclass(frozen=True)
@@ -219,6 +252,9 @@ class CommitSpec:
     # "time": an ISO instant that only moves forward; "state": an opaque resume token set by the
     # connector (e.g. bundle checksums), stored whenever it changes.
     cursor_kind: str = "time"
+    # Staged rows from this sequence number on are a complete snapshot (a OneRoster bulk file):
+    # keys the snapshot no longer lists are deleted (merge only).
+    snapshot_from: int | None = None
 
 
 def commit_run(
@@ -267,14 +303,16 @@ def _commit_once(table: Table, staged: StagedRun, result: CommitResult, spec: Co
 
     lookup = [*primary_key, "_record_hash"] if primary_key else ["_record_hash"]
     existing = table.scan(selected_fields=tuple(lookup)).to_arrow()
-    con, select_sql, delete_keys, unchanged = _diff(staged, existing, primary_key, spec.order_by, disposition)
+    con, select_sql, delete_keys, unchanged, vanished = _diff(
+        staged, existing, primary_key, spec.order_by, disposition, spec.snapshot_from
+    )
     try:
         target = table.schema().as_arrow()
         incoming_schema = staged.schema
         new_fields = [f for f in incoming_schema if f.name != SEQ and f.name not in target.names]
         to_write = con.execute(f"select count(*) from ({select_sql})").fetchone()[0]
         result.rows_unchanged = unchanged
-        if to_write == 0 and not advance_cursor and not new_fields:
+        if to_write == 0 and not advance_cursor and not new_fields and not vanished:
             return
         with table.transaction() as tx:
             if new_fields:
@@ -286,7 +324,8 @@ def _commit_once(table: Table, staged: StagedRun, result: CommitResult, spec: Co
                 result.rows_deleted = existing.num_rows
             elif delete_keys.num_rows:
                 tx.delete(_key_filter(primary_key, delete_keys), snapshot_properties=snapshot_properties)
-                result.rows_updated = delete_keys.num_rows
+                result.rows_updated = delete_keys.num_rows - vanished
+                result.rows_deleted = vanished
             if to_write:
                 columns = ", ".join(
                     f'"{f.name}"' if f.name in incoming_schema.names else f'null::varchar as "{f.name}"'

@@ -56,6 +56,9 @@ class Page:
     # Resume state after this page, for connectors that do not resume by a time cursor
     # (None: unchanged). The last page's state is committed with the run's rows.
     state: str | None = None
+    # This page starts a complete snapshot of the dataset (a OneRoster bulk file): keys the table
+    # holds that neither it nor the run's later pages list are deleted at commit (merge datasets).
+    replaces_all: bool = False
 
 
 class Connector(Protocol):

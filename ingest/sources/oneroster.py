@@ -17,9 +17,11 @@ that batch's rows, byte for byte as in the bundle; the new state rides on the bu
 page, so a run that fails half-way commits nothing and reprocesses the bundle next time.
 
 Bulk and delta files both merge on ``sourcedId`` in the lake (rows of later bundles win);
-``status=tobedeleted`` rows of a delta are kept as soft deletes. A later *bulk* file does not
-delete records it no longer lists: the lake keeps them with their last status (a bulk-driven
-purge would need a ``replace`` per bundle, which would also drop every delta applied since).
+``status=tobedeleted`` rows of a delta are kept as soft deletes. A *bulk* file is the complete
+set: its first page is marked ``replaces_all``, and the commit deletes the records the file (and
+any later delta of the same run) no longer lists, while deltas applied earlier in the run to
+records the bulk file still lists are superseded as usual. A bulk file without records deletes
+nothing (more likely a broken export than an empty school).
 
 Standard knowledge applied here: ``password`` (OneRoster users.csv) is never passed on — a
 credential has no place in a lake; users.csv rows are filtered by ``role`` (dataset options
@@ -351,18 +353,23 @@ class OneRosterConnector:
                     batch: list[bytes] = []
                     line = 2  # first data line of the batch (1-based, header = line 1)
                     previous: Page | None = None
+                    # A bulk file is the complete set: its first page says so, and the commit
+                    # deletes what the file no longer lists.
+                    bulk = mode == "bulk"
                     for raw, _fields in rows:
                         batch.append(raw)
                         if len(batch) >= page_size:
                             if previous is not None:
                                 yield previous
                             previous = self._page(header_raw, batch, dataset, label_base, line)
+                            previous.replaces_all, bulk = bulk, False
                             line += len(batch)
                             batch = []
                     if batch or previous is None:
                         if previous is not None:
                             yield previous
                         previous = self._page(header_raw, batch, dataset, label_base, line)
+                        previous.replaces_all, bulk = bulk, False
                     previous.state = ""
                     yield previous
             except zipfile.BadZipFile as exc:
