@@ -269,23 +269,19 @@ class Conformer:
         self, rec: dict[str, Any], row: dict[str, Any], identities: dict[str, tuple[str, str]]
     ) -> str | None:
         """Validate and tokenise the protected columns of one row, in place; return a reject reason."""
-        from ingest.privacy import is_minor, normalise, validate_mobile, validate_resident_id
+        from ingest.privacy import is_minor, normalise
 
         for col in self._protected:
             value = row[col.name]
             if value is None:
                 continue
-            if col.validate_as == "resident_id":
-                check = validate_resident_id(value)
+            if col.validate_as:
+                check = _check_code(col.validate_as, value)
                 if not check.valid:
                     return f"field '{col.field}': {check.reason}"
-                if col.flag_minor:
+                if col.flag_minor:  # validate_as: resident_id (the contract guarantees it)
                     at = row.get(self.dataset.cursor.field) if self.dataset.cursor else self.as_of
                     row[f"{col.name}_is_minor"] = is_minor(check.birth_date, at.date()) if at else None
-            elif col.validate_as == "mobile":
-                check = validate_mobile(value)
-                if not check.valid:
-                    return f"field '{col.field}': {check.reason}"
             kind = col.token_kind
             try:
                 token = self.pseudonymiser.token(kind, value)
@@ -317,7 +313,7 @@ class Conformer:
         for col in columns:
             if col.validate_as and not col.protect and row[col.name] is not None:
                 # Codes that are not personal (an organisation's USCC) are checked, not tokenised.
-                check = _VALIDATORS[col.validate_as](row[col.name])
+                check = _check_code(col.validate_as, row[col.name])
                 if not check.valid:
                     return {}, f"field '{col.field}': {check.reason}"
                 row[col.name] = getattr(check, "normalised", None) or row[col.name]
@@ -330,25 +326,11 @@ class Conformer:
         return row, None
 
 
-def _validate_uscc(value: Any) -> Any:
-    from ingest.privacy.identifiers import validate_uscc
+def _check_code(kind: str, value: Any) -> Any:
+    """The ``ingest.privacy`` check for a contract's ``validate_as`` (resident_id, mobile, uscc)."""
+    from ingest.privacy import identifiers
 
-    return validate_uscc(value)
-
-
-def _validate_mobile(value: Any) -> Any:
-    from ingest.privacy.identifiers import validate_mobile
-
-    return validate_mobile(value)
-
-
-def _validate_resident_id(value: Any) -> Any:
-    from ingest.privacy.identifiers import validate_resident_id
-
-    return validate_resident_id(value)
-
-
-_VALIDATORS = {"uscc": _validate_uscc, "mobile": _validate_mobile, "resident_id": _validate_resident_id}
+    return getattr(identifiers, f"validate_{kind}")(value)
 
 
 def _instant(value: Any) -> Any:
