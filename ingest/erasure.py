@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 from pyiceberg.expressions import EqualTo, In
+from pyiceberg.table import Table
 
 from ingest.contracts import Dataset, Source, load_registry, table_name
 from ingest.lake.storage import LakeStorage
@@ -109,25 +110,30 @@ def _personal_datasets() -> list[tuple[Source, Dataset, str]]:
     return found
 
 
+def _raw_table(settings: Settings, source: Source, ds: Dataset) -> Table | None:
+    """The dataset's raw table, or None when it has never been loaded."""
+    catalog = open_catalog(settings)
+    ident = (RAW_NAMESPACE, table_name(source.name, ds.name))
+    return catalog.load_table(ident) if catalog.table_exists(ident) else None
+
+
 def _purge_raw(settings: Settings, storage: LakeStorage, source: Source, ds: Dataset, row_filter,
                selected: list[str], report: ErasureReport) -> pa.Table | None:  # fmt: skip
     """Delete the rows ``row_filter`` matches and every file that still holds them.
 
     Returns the deleted rows' ``selected`` columns (None when the table does not exist).
     """
-    catalog = open_catalog(settings)
-    ident = (RAW_NAMESPACE, table_name(source.name, ds.name))
-    if not catalog.table_exists(ident):
+    table = _raw_table(settings, source, ds)
+    if table is None:
         return None
-    table = catalog.load_table(ident)
     rows = table.scan(row_filter=row_filter, selected_fields=tuple(selected)).to_arrow()
-    name = ".".join(ident)
+    name = f"{RAW_NAMESPACE}.{table_name(source.name, ds.name)}"
     report.rows_deleted[name] = report.rows_deleted.get(name, 0) + rows.num_rows
     if rows.num_rows == 0:
         return rows
     with table.transaction() as tx:
         tx.delete(row_filter, snapshot_properties={"ingest.operation": "erasure"})
-    table = catalog.load_table(ident)
+    table = table.refresh()
     current = table.current_snapshot()
     keep = {task.file.file_path for task in table.scan().plan_files()}
     old_ids = [
@@ -145,11 +151,10 @@ def _purge_raw(settings: Settings, storage: LakeStorage, source: Source, ds: Dat
 
 
 def _scan_keys(settings: Settings, source: Source, ds: Dataset, row_filter, key: str) -> set[str]:
-    catalog = open_catalog(settings)
-    ident = (RAW_NAMESPACE, table_name(source.name, ds.name))
-    if not catalog.table_exists(ident):
+    table = _raw_table(settings, source, ds)
+    if table is None:
         return set()
-    rows = catalog.load_table(ident).scan(row_filter=row_filter, selected_fields=(key,)).to_arrow()
+    rows = table.scan(row_filter=row_filter, selected_fields=(key,)).to_arrow()
     return {str(v) for v in rows.column(0).to_pylist() if v is not None}
 
 
@@ -168,14 +173,12 @@ def _scrub(
 
 
 def _still_referenced(settings: Settings, tokens: set[str]) -> set[str]:
-    catalog = open_catalog(settings)
     used: set[str] = set()
     for source in load_registry().sources:
         for ds in source.datasets:
-            ident = (RAW_NAMESPACE, table_name(source.name, ds.name))
-            if not ds.protected_columns or not catalog.table_exists(ident):
+            table = _raw_table(settings, source, ds) if ds.protected_columns else None
+            if table is None:
                 continue
-            table = catalog.load_table(ident)
             for col in ds.protected_columns:
                 hits = table.scan(row_filter=In(col.name, tokens), selected_fields=(col.name,)).to_arrow()
                 used |= set(hits.column(0).to_pylist())
