@@ -18,22 +18,25 @@ from types import TracebackType
 from ingest.contracts import load_registry
 from ingest.simulator import oneroster, property_db, registry_db
 from ingest.simulator.district import District
-from ingest.simulator.server import HTTP_SYSTEMS, SimulatorServer
+from ingest.simulator.server import SimulatorServer, prefix_of
 
 DEFAULT_REGISTRY_DSN = "postgresql://postgres@127.0.0.1:5432/cdl_registry"
 DEFAULT_PROPERTY_DSN = "mysql://root@127.0.0.1:3306/cdl_property"
+
+
+def _dsns(registry_dsn: str | None, property_dsn: str | None) -> dict[str, str]:
+    """The SQL systems' DSNs: as given, else SIM_REGISTRY_DSN / SIM_PROPERTY_DSN, else this machine's."""
+    return {
+        "registry": registry_dsn or os.environ.get("SIM_REGISTRY_DSN", DEFAULT_REGISTRY_DSN),
+        "property": property_dsn or os.environ.get("SIM_PROPERTY_DSN", DEFAULT_PROPERTY_DSN),
+    }
 
 
 def source_env(
     http_base: str, dropzone: str, registry_dsn: str | None = None, property_dsn: str | None = None
 ) -> dict[str, str]:
     """``{url_env: url}`` for every registered source, given where the simulator's systems are."""
-    from ingest.simulator.server import prefix_of
-
-    dsns = {
-        "registry": registry_dsn or os.environ.get("SIM_REGISTRY_DSN", DEFAULT_REGISTRY_DSN),
-        "property": property_dsn or os.environ.get("SIM_PROPERTY_DSN", DEFAULT_PROPERTY_DSN),
-    }
+    dsns = _dsns(registry_dsn, property_dsn)
     env = {}
     for source in load_registry().sources:
         if source.connector == "sql":
@@ -57,8 +60,8 @@ class DistrictFeeds:
     ) -> None:
         self.district = district
         self.dropzone = Path(dropzone)
-        self.registry_dsn = registry_dsn or os.environ.get("SIM_REGISTRY_DSN", DEFAULT_REGISTRY_DSN)
-        self.property_dsn = property_dsn or os.environ.get("SIM_PROPERTY_DSN", DEFAULT_PROPERTY_DSN)
+        dsns = _dsns(registry_dsn, property_dsn)
+        self.registry_dsn, self.property_dsn = dsns["registry"], dsns["property"]
         self.dirt = server_options.get("dirt")
         self.server = SimulatorServer(district, **server_options)  # type: ignore[arg-type]
 
@@ -74,14 +77,6 @@ class DistrictFeeds:
         changes: dict[str, object] = {"open311": self.district.advance(days, **kwargs)}  # type: ignore[arg-type]
         changes.update(self.sync())
         return changes
-
-    def url_for(self, connector: str) -> str:
-        """Where a connector finds its system: base URL, DSN or drop folder."""
-        if connector in HTTP_SYSTEMS:
-            return self.server.url_for(connector)
-        if connector == "oneroster":
-            return str(self.dropzone)
-        raise KeyError(connector)
 
     def source_env(self) -> dict[str, str]:
         """``{url_env: url}`` pointing every registered source at this district."""
