@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from ingest.contracts import load_registry  # noqa: E402
 from ingest.privacy import ensure_demo_keys  # noqa: E402
-from ingest.simulator import District  # noqa: E402
+from ingest.simulator import District, property_db, registry_db  # noqa: E402
 from ingest.simulator.feeds import DistrictFeeds  # noqa: E402
 
 CHILD = """
@@ -45,33 +45,17 @@ print(json.dumps({
 """
 
 
-def drop_databases(registry_db: str, property_db: str) -> None:
-    import psycopg2
-    import pymysql
-
-    con = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    con.autocommit = True
-    with con.cursor() as cur:
-        cur.execute(f'drop database if exists "{registry_db}" with (force)')
-    con.close()
-    con = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
-    with con.cursor() as cur:
-        cur.execute(f"drop database if exists `{property_db}`")
-    con.close()
-
-
 def bench_scale(residents: int, workdir: Path, env: dict[str, str]) -> list[dict]:
     district = District.generate(residents=residents, seed=42)
     suffix = uuid.uuid4().hex[:8]
-    registry_db, property_db = f"cdl_bench_registry_{suffix}", f"cdl_bench_property_{suffix}"
     lake = workdir / f"lake-{residents}"
     child_env = {**env, "LAKE_URL": str(lake), "WAREHOUSE_PATH": str(workdir / f"wh-{residents}.duckdb")}
     results = []
     feeds = DistrictFeeds(
         district,
         dropzone=workdir / f"dropzone-{residents}",
-        registry_dsn=f"postgresql://postgres@127.0.0.1:5432/{registry_db}",
-        property_dsn=f"mysql://root@127.0.0.1:3306/{property_db}",
+        registry_dsn=f"postgresql://postgres@127.0.0.1:5432/cdl_bench_registry_{suffix}",
+        property_dsn=f"mysql://root@127.0.0.1:3306/cdl_bench_property_{suffix}",
     )
     try:
         with feeds:
@@ -104,7 +88,8 @@ def bench_scale(residents: int, workdir: Path, env: dict[str, str]) -> list[dict
                     flush=True,
                 )
     finally:
-        drop_databases(registry_db, property_db)
+        registry_db.drop_database(feeds.registry_dsn)
+        property_db.drop_database(feeds.property_dsn)
     return results
 
 

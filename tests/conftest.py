@@ -44,7 +44,7 @@ for _source in load_registry().sources:
 for var in ("CDL_PSEUDONYM_KEY", "CDL_IDENTITY_KEY", "CDL_KEYS_CONN_ID"):
     os.environ.pop(var, None)
 os.environ["CDL_KEYS_FILE"] = str(ensure_demo_keys(Path(tempfile.mkdtemp(prefix="cdl-keys-")) / "keys.env"))
-from ingest.simulator import District, SimulatorServer  # noqa: E402
+from ingest.simulator import District, SimulatorServer, property_db, registry_db  # noqa: E402  # noqa: E402
 from ingest.simulator.feeds import DistrictFeeds  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -77,39 +77,20 @@ def simulator(district: District) -> Iterator[SimulatorServer]:
         yield server
 
 
-def _drop_postgres_database(name: str) -> None:
-    import psycopg2
-
-    con = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    con.autocommit = True
-    with con.cursor() as cur:
-        cur.execute(f'drop database if exists "{name}" with (force)')
-    con.close()
-
-
-def _drop_mariadb_database(name: str) -> None:
-    import pymysql
-
-    con = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
-    with con.cursor() as cur:
-        cur.execute(f"drop database if exists `{name}`")
-    con.close()
-
-
 @pytest.fixture
 def registry_dsn() -> Iterator[str]:
     """A PostgreSQL database of the test's own for the population registry (dropped afterwards)."""
-    name = f"cdl_t_registry_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    _drop_postgres_database(name)
+    dsn = f"postgresql://postgres@127.0.0.1:5432/cdl_t_registry_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    yield dsn
+    registry_db.drop_database(dsn)
 
 
 @pytest.fixture
 def property_dsn() -> Iterator[str]:
     """A MariaDB database of the test's own for the property/commercial system (dropped afterwards)."""
-    name = f"cdl_t_property_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    yield f"mysql://root@127.0.0.1:3306/{name}"
-    _drop_mariadb_database(name)
+    dsn = f"mysql://root@127.0.0.1:3306/cdl_t_property_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    yield dsn
+    property_db.drop_database(dsn)
 
 
 @pytest.fixture

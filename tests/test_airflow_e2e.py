@@ -22,9 +22,9 @@ from ingest.airflow_env import dag_test, task_states
 from ingest.contracts import load_registry, table_name
 from ingest.lake.storage import LakeStorage
 from ingest.lake.tables import RAW_NAMESPACE, open_catalog
-from ingest.simulator import District
+from ingest.simulator import District, property_db, registry_db
 from ingest.simulator.feeds import DistrictFeeds
-from tests.conftest import _drop_mariadb_database, _drop_postgres_database, settings_for
+from tests.conftest import settings_for
 
 pytestmark = pytest.mark.integration
 LOGICAL = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -38,12 +38,11 @@ def pipeline(airflow_home, tmp_path_factory):
     settings = settings_for(root / "lake", root / "warehouse.duckdb")
     district = District.generate(residents=500, seed=21)
     suffix = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    registry_db, property_db = f"cdl_e2e_registry_{suffix}", f"cdl_e2e_property_{suffix}"
     feeds = DistrictFeeds(
         district,
         dropzone=root / "dropzone",
-        registry_dsn=f"postgresql://postgres@127.0.0.1:5432/{registry_db}",
-        property_dsn=f"mysql://root@127.0.0.1:3306/{property_db}",
+        registry_dsn=f"postgresql://postgres@127.0.0.1:5432/cdl_e2e_registry_{suffix}",
+        property_dsn=f"mysql://root@127.0.0.1:3306/cdl_e2e_property_{suffix}",
     )
     try:
         with feeds:
@@ -71,8 +70,8 @@ def pipeline(airflow_home, tmp_path_factory):
             "api_keys_seen": api_keys_seen,
         }
     finally:
-        _drop_postgres_database(registry_db)
-        _drop_mariadb_database(property_db)
+        registry_db.drop_database(feeds.registry_dsn)
+        property_db.drop_database(feeds.property_dsn)
 
 
 def test_every_source_dag_loads_every_dataset(pipeline):

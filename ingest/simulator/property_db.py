@@ -343,6 +343,7 @@ _DBNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 def _connect(dsn: str, *, database: bool = True) -> Any:
+    """A connection to the DSN's database (``database=False``: to the server, creating it first)."""
     import pymysql
 
     parts = urlsplit(dsn)
@@ -363,6 +364,17 @@ def _connect(dsn: str, *, database: bool = True) -> Any:
             cur.execute(f"create database if not exists `{name}` character set utf8mb4")
         con.commit()
     return con
+
+
+def drop_database(dsn: str) -> None:
+    """Drop the DSN's database (tests and benchmarks clean up the systems they seeded)."""
+    con = _connect(dsn, database=False)
+    try:
+        with con.cursor() as cur:
+            cur.execute(f"drop database if exists `{unquote(urlsplit(dsn).path.lstrip('/'))}`")
+        con.commit()
+    finally:
+        con.close()
 
 
 def _local(value: Any) -> Any:

@@ -680,6 +680,20 @@ def ensure_database(dsn: str) -> None:
         admin.close()
 
 
+def drop_database(dsn: str) -> None:
+    """Drop the DSN's database (tests and benchmarks clean up the systems they seeded)."""
+    import psycopg2
+
+    args = _connect_args(dsn)
+    admin = psycopg2.connect(**{**args, "dbname": "postgres"})
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'drop database if exists "{args["dbname"]}" with (force)')
+    finally:
+        admin.close()
+
+
 def sync(district: District, dsn: str, dirt: DirtConfig | None = None) -> dict[str, int]:
     """Bring the registry database up to ``district.clock``: ``{table: rows inserted or changed}``."""
     import psycopg2
