@@ -215,10 +215,11 @@ def _diff(
     )
     changed = con.execute("select count(*) from changed").fetchone()[0]
     total = con.execute("select count(*) from winners").fetchone()[0]
+    # Keys the table holds that this run's (complete) set no longer lists.
+    gone = ", ".join(f'e."{k}"' for k in keys)
+    unlisted = f"select distinct {gone} from existing e anti join winners w on {_on('e', 'w', keys)}"
     if disposition == "replace":
-        vanished = con.execute(
-            f"select count(*) from existing e anti join winners w on {_on('e', 'w', keys)}"
-        ).fetchone()[0]
+        vanished = con.execute(f"select count(*) from ({unlisted})").fetchone()[0]
         if changed == 0 and vanished == 0:
             return con, "select * from changed where false", pa.table({}), total, 0
         return con, "select * from winners", pa.table({}), 0, 0
@@ -229,8 +230,6 @@ def _diff(
             f"select distinct {key_list} from changed c semi join existing e on {_on('c', 'e', keys)}"
         )
         if scope == "scoped":
-            gone = ", ".join(f'e."{k}"' for k in keys)
-            unlisted = f"select distinct {gone} from existing e anti join winners c on {_on('e', 'c', keys)}"
             vanished = con.execute(f"select count(*) from ({unlisted})").fetchone()[0]
             superseded = f"{superseded} union {unlisted}"
         delete_keys = con.execute(superseded).to_arrow_table()
