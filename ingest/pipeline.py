@@ -366,7 +366,7 @@ def run_dataset(
                 else:
                     since = datetime.fromisoformat(dataset.cursor.initial)
             window = Window(since=since, until=until)
-            report.window_since, report.window_until = _iso(since), _iso(until)
+            report.window_since = _iso(since)
             if since >= until:
                 log.info(
                     "%s.%s: the window is empty (cursor is past %s): nothing to do", *_names(report), until
